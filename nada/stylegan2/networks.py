@@ -8,6 +8,7 @@ implementations store them, so converting a checkpoint is a renaming and a resha
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -361,6 +362,19 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, noise=noise, generator=generator)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every tensor's name, dtype, shape and bytes: the identity of these weights.
+
+        It ignores the file format, so a checkpoint converted from .pkl to .safetensors keeps its
+        fingerprint; adapters and delta saves use it to find and check their base generator.
+        """
+        h = hashlib.sha256()
+        for name, t in sorted(self.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def extra_repr(self) -> str:
         c = self.config

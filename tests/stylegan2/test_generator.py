@@ -150,3 +150,10 @@ def test_same_seed_same_bits():
     b = make_generator(seed=3)
     z = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a(z, noise_mode="const"), b(z, noise_mode="const"))
+
+
+def test_fingerprint_identifies_weights():
+    a, b = make_generator(seed=1), make_generator(seed=1)
+    assert a.fingerprint() == b.fingerprint()
+    b.synthesis.b8.conv0.bias[0] += 1e-3
+    assert a.fingerprint() != b.fingerprint()
