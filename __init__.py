@@ -1,0 +1,8 @@
+"""comfyui-nada: StyleGAN-NADA nodes for ComfyUI (the engine lives in `nada/`, the nodes in `nodes/`)."""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+# The live loss curve on the NADA Adapt node (web/js) and the node docs (web/docs/<NodeId>.md).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,0 +1,16 @@
+"""The ComfyUI nodes of comfyui-nada: thin wrappers over the `nada` engine, one module per family.
+
+Node ids carry the `NADA_` prefix and never change once released; display names may.
+"""
+
+from __future__ import annotations
+
+from . import comfy_bridge
+from .loaders import NADA_NODES as _LOADERS
+
+comfy_bridge.register_folders()
+
+_ALL = (*_LOADERS,)
+
+NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in _ALL}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in _ALL}

@@ -1,0 +1,364 @@
+"""The one place where the node pack touches ComfyUI.
+
+Every ComfyUI module is imported lazily, when a node first needs it, and each service has a
+standalone fallback: outside ComfyUI (tests, scripts) the nodes read and write under a base folder
+(`configure_standalone`), report progress to the log, and are cancelled through `request_interrupt`.
+Inside ComfyUI the same functions go to `folder_paths`, `comfy.utils.ProgressBar`,
+`comfy.model_management` and `server.PromptServer`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Which files each of our folders lists. `.pkl` is read by our restricted unpickler, never executed.
+STYLEGAN_EXTENSIONS = frozenset({".pt", ".pkl", ".safetensors"})
+OPEN_CLIP_EXTENSIONS = frozenset({".safetensors", ".bin", ".pt", ".pth"})
+STYLEGAN_FOLDER = "stylegan"
+OPEN_CLIP_FOLDER = "open_clip"
+
+_MISSING = object()
+_modules: dict[str, Any] = {}
+
+
+class NodeError(Exception):
+    """A node cannot run with the inputs it was given; the message says what to change."""
+
+
+class Interrupted(Exception):  # noqa: N818 - named after what happened, like ComfyUI's own
+    """Standalone stand-in for ComfyUI's InterruptProcessingException (the user pressed Cancel)."""
+
+
+def _module(name: str, attr: str) -> Any:
+    """ComfyUI's module `name` if it is importable and really ComfyUI's (has `attr`), else None."""
+    mod = _modules.get(name, _MISSING)
+    if mod is _MISSING:
+        try:
+            mod = importlib.import_module(name)
+        except Exception:  # not running inside ComfyUI (ImportError, or a half-importable checkout)
+            mod = None
+        if mod is not None and not hasattr(mod, attr):
+            mod = None
+        _modules[name] = mod
+    return mod
+
+
+def _folder_paths() -> Any:
+    return _module("folder_paths", "folder_names_and_paths")
+
+
+def _model_management() -> Any:
+    return _module("comfy.model_management", "processing_interrupted")
+
+
+def _comfy_utils() -> Any:
+    return _module("comfy.utils", "ProgressBar")
+
+
+def _prompt_server() -> Any:
+    server = _module("server", "PromptServer")
+    return getattr(server.PromptServer, "instance", None) if server is not None else None
+
+
+def in_comfyui() -> bool:
+    """True when ComfyUI's folder registry is importable (we are loaded as a custom-node pack)."""
+    return _folder_paths() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders
+
+_standalone = {"base": os.environ.get("COMFYUI_NADA_BASE") or os.getcwd()}
+_standalone_folders: dict[str, tuple[list[str], frozenset[str]]] = {}
+
+
+def configure_standalone(base_dir: str | os.PathLike[str]) -> None:
+    """Outside ComfyUI: put models/, output/ and temp/ under `base_dir` (tests use a temp dir)."""
+    _standalone["base"] = os.fspath(base_dir)
+    _standalone_folders.clear()
+    register_folders()
+
+
+def output_directory() -> str:
+    fp = _folder_paths()
+    return fp.get_output_directory() if fp is not None else os.path.join(_standalone["base"], "output")
+
+
+def temp_directory() -> str:
+    fp = _folder_paths()
+    return fp.get_temp_directory() if fp is not None else os.path.join(_standalone["base"], "temp")
+
+
+def models_directory() -> str:
+    fp = _folder_paths()
+    return fp.models_dir if fp is not None else os.path.join(_standalone["base"], "models")
+
+
+def stylegan_output_directory() -> str:
+    """Where generators are saved; also a search path of the loader, so saved files show up there."""
+    return os.path.join(output_directory(), STYLEGAN_FOLDER)
+
+
+def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -> None:
+    fp = _folder_paths()
+    if fp is None:
+        existing, _ = _standalone_folders.get(name, ([], extensions))
+        _standalone_folders[name] = (existing + [p for p in paths if p not in existing], extensions)
+        return
+    # extra_model_paths.yaml runs before custom nodes are imported, so a user's `stylegan:` entry may
+    # already exist: keep its paths, add ours after them, and set our extension set (a folder created
+    # by add_model_folder_path alone has an empty set, which lists every file).
+    for p in paths:
+        fp.add_model_folder_path(name, p)
+    user_paths = fp.folder_names_and_paths[name][0]
+    fp.folder_names_and_paths[name] = (user_paths, set(extensions))
+
+
+def register_folders() -> None:
+    """Register models/stylegan + output/stylegan and models/open_clip (idempotent)."""
+    _merge_folder(
+        STYLEGAN_FOLDER,
+        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory()],
+        STYLEGAN_EXTENSIONS,
+    )
+    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
+
+
+def folder_paths_of(name: str) -> list[str]:
+    fp = _folder_paths()
+    if fp is not None:
+        return fp.get_folder_paths(name)
+    if name not in _standalone_folders:
+        register_folders()
+    return list(_standalone_folders[name][0])
+
+
+def list_files(name: str) -> list[str]:
+    """Relative names of the files in every search path of folder `name`, sorted."""
+    fp = _folder_paths()
+    if fp is not None:
+        return fp.get_filename_list(name)
+    if name not in _standalone_folders:
+        register_folders()
+    paths, exts = _standalone_folders[name]
+    found: set[str] = set()
+    for root in paths:
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if os.path.splitext(f)[1].lower() in exts:
+                    found.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def full_path(name: str, filename: str) -> str:
+    """Absolute path of `filename` in folder `name`; refuses names that climb out of the folder."""
+    fp = _folder_paths()
+    if fp is not None:
+        path = fp.get_full_path(name, filename)
+    else:
+        path = None
+        rel = os.path.normpath(filename)
+        if not (os.path.isabs(rel) or rel.startswith("..")):
+            for root in folder_paths_of(name):
+                candidate = os.path.join(root, rel)
+                if os.path.isfile(candidate):
+                    path = candidate
+                    break
+    if path is None:
+        roots = ", ".join(folder_paths_of(name)) or "(none)"
+        raise NodeError(f"'{filename}' was not found in the {name} folders ({roots}); put the file there "
+                        f"and press Refresh (R) so the list is re-read")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and memory
+
+
+def torch_device() -> torch.device:
+    """The device heavy work runs on: ComfyUI's choice (honours --cpu), else CUDA/MPS/CPU."""
+    mm = _model_management()
+    if mm is not None:
+        return mm.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    """Where node outputs (IMAGE batches) live so that any other node can take them."""
+    mm = _model_management()
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Where models rest between nodes."""
+    mm = _model_management()
+    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+def free_memory(bytes_needed: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload its own models until `bytes_needed` are free on `device`."""
+    mm = _model_management()
+    if mm is not None:
+        mm.free_memory(bytes_needed, device)
+    soft_empty_cache()
+
+
+def soft_empty_cache() -> None:
+    mm = _model_management()
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruption
+
+_interrupt_lock = threading.Lock()
+_interrupt_flag = {"set": False}
+
+
+def interrupt_exception_type() -> type[BaseException]:
+    """The exception that tells the executor the user cancelled (ComfyUI's, or our stand-in)."""
+    mm = _model_management()
+    return mm.InterruptProcessingException if mm is not None else Interrupted
+
+
+def interrupt_requested() -> bool:
+    """Whether Cancel was pressed; does not clear the request."""
+    mm = _model_management()
+    if mm is not None:
+        return bool(mm.processing_interrupted())
+    with _interrupt_lock:
+        return _interrupt_flag["set"]
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt exception (and clear the request) if Cancel was pressed."""
+    mm = _model_management()
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+        return
+    with _interrupt_lock:
+        if _interrupt_flag["set"]:
+            _interrupt_flag["set"] = False
+            raise Interrupted("processing interrupted")
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Press (or release) Cancel: ComfyUI's flag inside ComfyUI, ours outside."""
+    mm = _model_management()
+    if mm is not None:
+        mm.interrupt_current_processing(value)
+        return
+    with _interrupt_lock:
+        _interrupt_flag["set"] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress, text and events on the node
+
+
+def current_node_id() -> str | None:
+    """The id of the node being executed (ComfyUI sets it in a context variable), or None."""
+    utils = _module("comfy_execution.utils", "get_executing_context")
+    if utils is None:
+        return None
+    ctx = utils.get_executing_context()
+    return None if ctx is None else str(ctx.node_id)
+
+
+def send_event(event: str, data: dict[str, Any]) -> None:
+    """Send a JSON event to the browser tab that queued the prompt (our web extension listens)."""
+    server = _prompt_server()
+    if server is None:
+        log.debug("event %s: %s", event, data)
+        return
+    server.send_sync(event, data, getattr(server, "client_id", None))
+
+
+def send_text(text: str, node_id: str | None = None) -> None:
+    """Show `text` on the node (ComfyUI renders progress text under the node's title)."""
+    node_id = node_id if node_id is not None else current_node_id()
+    server = _prompt_server()
+    if server is None or node_id is None or not hasattr(server, "send_progress_text"):
+        log.info("%s", text)
+        return
+    server.send_progress_text(text, node_id, getattr(server, "client_id", None))
+
+
+class Progress:
+    """A progress bar on the running node, with optional preview images; logs outside ComfyUI.
+
+    ComfyUI's progress hook also raises the interrupt exception when Cancel was pressed. `update`
+    swallows that raise and remembers it (`interrupted`), so a training loop can stop at its own
+    step boundary, keep its partial result, and raise afterwards.
+    """
+
+    def __init__(self, total: int, node_id: str | None = None, preview_size: int = 512):
+        self.total = max(1, int(total))
+        self.node_id = node_id if node_id is not None else current_node_id()
+        self.preview_size = preview_size
+        self.interrupted = False
+        utils = _comfy_utils()
+        self._bar = utils.ProgressBar(self.total, node_id=self.node_id) if utils is not None else None
+        self._last_log = 0.0
+
+    def update(self, value: int, preview: Any = None) -> None:
+        """Set the bar to `value` of `total`; `preview` is a PIL image shown on the node."""
+        if self._bar is None:
+            now = time.monotonic()
+            if now - self._last_log > 2.0 or value >= self.total:
+                log.info("progress %d/%d", value, self.total)
+                self._last_log = now
+            return
+        payload = ("JPEG", preview, self.preview_size) if preview is not None else None
+        try:
+            self._bar.update_absolute(min(int(value), self.total), self.total, payload)
+        except interrupt_exception_type():
+            self.interrupted = True
+
+
+# ---------------------------------------------------------------------------------------------
+# ComfyUI's IMAGE layout
+
+
+def to_comfy_images(images: torch.Tensor) -> torch.Tensor:
+    """Generator output [B, C, H, W] in [-1, 1] -> ComfyUI IMAGE [B, H, W, 3] in [0, 1].
+
+    Single-channel generators are repeated to RGB because every image node expects three channels.
+    """
+    if images.ndim != 4:
+        raise NodeError(f"expected a batch of images [B, C, H, W], got shape {list(images.shape)}")
+    x = images.detach().float()
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    x = ((x + 1) * 0.5).clamp(0, 1)
+    return x.permute(0, 2, 3, 1).contiguous().to(intermediate_device())
+
+
+def from_comfy_images(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] in [0, 1] -> [B, 3, H, W] in [-1, 1] (alpha dropped)."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise NodeError(f"expected an IMAGE batch [B, H, W, C], got shape {list(images.shape)}")
+    x = images.detach().float()[..., :3]
+    if x.shape[-1] == 1:
+        x = x.repeat(1, 1, 1, 3)
+    return x.permute(0, 3, 1, 2).mul(2).sub(1).contiguous()

@@ -1,0 +1,57 @@
+"""Loader nodes: StyleGAN2 generators from models/stylegan (and output/stylegan), CLIP models."""
+
+from __future__ import annotations
+
+import os
+
+from .. import nada
+from . import comfy_bridge as bridge
+
+CATEGORY = "StyleGAN-NADA/loaders"
+
+
+def _file_signature(path: str) -> str:
+    """Changes when the file is replaced, so ComfyUI re-runs the loader instead of serving the old model."""
+    st = os.stat(path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+class LoadStyleGAN2:
+    NODE_ID = "NADA_LoadStyleGAN2"
+    DISPLAY_NAME = "Load StyleGAN2"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads a StyleGAN2 generator from models/stylegan or output/stylegan: rosinality .pt, NVIDIA .pkl "
+        "(read without running any code from the file) or our .safetensors. The architecture is inferred "
+        "from the file."
+    )
+    SEARCH_ALIASES = ["stylegan", "load gan", "stylegan2 loader", "ffhq"]
+    RETURN_TYPES = ("STYLEGAN",)
+    RETURN_NAMES = ("generator",)
+    OUTPUT_TOOLTIPS = ("The generator, on the CPU in eval mode; downstream nodes never modify it.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (
+                    bridge.list_files(bridge.STYLEGAN_FOLDER),
+                    {"tooltip": "A file in models/stylegan or output/stylegan (.pt, .pkl, .safetensors)."},
+                ),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, model_name):
+        try:
+            return _file_signature(bridge.full_path(bridge.STYLEGAN_FOLDER, model_name))
+        except (bridge.NodeError, OSError):
+            return ""  # the loader itself reports the missing file with a clear message
+
+    def load(self, model_name):
+        path = bridge.full_path(bridge.STYLEGAN_FOLDER, model_name)
+        return (nada.load_generator(path),)
+
+
+NADA_NODES = [LoadStyleGAN2]
