@@ -241,7 +241,7 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = cfg.num_ws
         self.img_resolution = cfg.img_resolution
         # A plain attribute, not a buffer: the filter is fixed by the config and never saved.
-        f = ops.make_filter(cfg.resample_filter)
+        f = ops.make_filter(cfg.resample_filter, device="cpu")
         self.block_resolutions = cfg.resolutions
         for i, res in enumerate(self.block_resolutions):
             in_ch = 0 if i == 0 else cfg.channels[i - 1]
@@ -362,6 +362,26 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, noise=noise, generator=generator)
+
+    def with_tensors(self, replacements: dict[str, torch.Tensor] | None = None) -> Generator:
+        """A new generator that shares every tensor with this one except `replacements` (name -> tensor).
+
+        Nothing is copied: unchanged weights are the same storage, so an adapter applied to a 120 MB
+        base costs only the tensors it changes. The result is in eval mode with gradients off.
+        """
+        replacements = dict(replacements or {})
+        own = self.state_dict()
+        unknown = sorted(set(replacements) - set(own))
+        if unknown:
+            raise ConfigError(f"no such generator tensors: {unknown[:5]}")
+        for name, t in replacements.items():
+            if t.shape != own[name].shape:
+                raise ConfigError(f"{name}: shape {list(t.shape)} does not match {list(own[name].shape)}")
+        with torch.device("meta"):
+            G = Generator(self.config, metadata=self.metadata)
+        G.requires_grad_(False)
+        G.load_state_dict({**own, **replacements}, assign=True)
+        return G.eval()
 
     def fingerprint(self) -> str:
         """SHA-256 over every tensor's name, dtype, shape and bytes: the identity of these weights.

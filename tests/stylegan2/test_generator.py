@@ -157,3 +157,20 @@ def test_fingerprint_identifies_weights():
     assert a.fingerprint() == b.fingerprint()
     b.synthesis.b8.conv0.bias[0] += 1e-3
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_with_tensors_shares_storage_and_replaces():
+    G = make_generator(seed=2)
+    new_bias = torch.randn_like(G.synthesis.b8.conv1.bias)
+    H = G.with_tensors({"synthesis.b8.conv1.bias": new_bias})
+    assert H.synthesis.b8.conv0.weight.data_ptr() == G.synthesis.b8.conv0.weight.data_ptr()
+    assert torch.equal(H.synthesis.b8.conv1.bias, new_bias)
+    assert not torch.equal(G.synthesis.b8.conv1.bias, new_bias)
+    z = torch.randn(1, 16)
+    assert torch.equal(G.with_tensors()(z), G(z))
+    with pytest.raises(ConfigError, match="no such generator tensors"):
+        G.with_tensors({"synthesis.b8.nope": new_bias})
+    with torch.inference_mode():
+        Gi = make_generator(seed=2)
+        Hi = Gi.with_tensors({"synthesis.b8.conv1.bias": new_bias})
+        assert torch.equal(Hi(z), H(z))
