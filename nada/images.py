@@ -1,0 +1,68 @@
+"""Converting generator output ([B, C, H, W] in [-1, 1]) to viewable images and grids."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import NadaError
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped (generator output is unclamped and slightly overshoots)."""
+    return ((images.detach().float() + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def to_hwc(images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] in [-1, 1] -> [B, H, W, 3] in [0, 1] on the CPU (ComfyUI's IMAGE layout).
+
+    One-channel generators are repeated to RGB; extra channels beyond three are dropped.
+    """
+    x = to_unit_range(images).cpu()
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return x[:, :3].permute(0, 2, 3, 1).contiguous()
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[B, C, H, W] in [-1, 1] -> list of RGB PIL images."""
+    arr = (to_hwc(images).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
+    """A grid of the batch ([B, C, H, W] in [-1, 1]); `nrow` images per row (default ~sqrt(B))."""
+    b = images.shape[0]
+    if b == 0:
+        raise NadaError("cannot make a grid of zero images")
+    nrow = nrow or max(1, math.ceil(math.sqrt(b)))
+    ncol = math.ceil(b / nrow)
+    tiles = to_pil(images)
+    w, h = tiles[0].size
+    grid = Image.new("RGB", (nrow * w + (nrow - 1) * padding, ncol * h + (ncol - 1) * padding), "white")
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % nrow) * (w + padding), (i // nrow) * (h + padding)))
+    return grid
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a PNG atomically (temp file + rename); refuses to replace a file unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise NadaError(f"{path} already exists; choose another name or pass overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,185 @@
+"""Which parts of the generator an adaptation trains: layer groups, presets and adaptive top-k selection.
+
+A *unit* is the name of a trainable piece of the synthesis network, as `Generator.named_modules()` /
+`named_parameters()` spell it: `synthesis.b4.const` (the learned 4x4 input), `synthesis.b{res}.conv0`
+(the upsampling conv of a block, res >= 8), `synthesis.b{res}.conv1`, `synthesis.b{res}.torgb`, and
+`synthesis.b{res}.skip` (resnet shortcut). Training a conv unit trains everything inside it: the style
+affine, the weight, the bias and the noise strength (as the official code does for SG2). The mapping
+network is never trained: w comes from the frozen generator, so it would get no gradient anyway.
+
+Presets are the official `--phase` values (nada-spec 2.10), rewritten from rosinality's list indices
+to block resolutions so that the same name means the same layers at every resolution:
+
+| preset           | official phase           | units                                                  |
+|------------------|--------------------------|--------------------------------------------------------|
+| `all` (default)  | None / unknown phase     | const + every conv0/conv1 (+ resnet skip); no ToRGB    |
+| `all_with_torgb` | `all` (minus the mapping)| `all` + every ToRGB                                    |
+| `texture`        | `texture` = convs[2:10]  | const, b4.conv1, blocks 16..128                        |
+| `shape`          | `shape` = convs[0:2]     | const, b4.conv1, block 8                               |
+| `shape_expanded` | convs[0:3]               | const, b4.conv1, block 8, b16.conv0                    |
+| `no_fine`        | convs[:10]               | const, b4.conv1, blocks 8..128                         |
+
+rosinality's `convs[2j]` / `convs[2j+1]` are the conv0 / conv1 of the block at 8 * 2**j, so these
+tables are equal at 256, 512 and 1024 px. Blocks a generator does not have are simply absent (a 64 px
+generator's `texture` is const, b4.conv1 and blocks 16..64).
+
+Adaptive selection (`select_w_indices`) follows nada-spec 2.9 with one deliberate fix. The official
+code maps W+ index 0 to conv1, 1 to to_rgb1 and i >= 2 to convs[i - 2], but convs[i - 2] actually
+reads W+ index i - 1: its mapping is shifted by one. Here each index selects the modules that really
+read it in the forward pass (`G.synthesis.w_index_consumers()`), restricted to the candidate units
+(by default `all`, so no ToRGB, like the official code apart from its to_rgb1 quirk). Units that read
+no W+ index (the const, the resnet skip) are never trained in adaptive mode, as in the official code.
+An index none of whose consumers is a candidate (e.g. the last one, read only by the final ToRGB)
+cannot be selected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+AUTO = "auto"
+
+# preset -> rules (first block resolution, last block resolution or None = up to the output, kinds).
+_ALL_KINDS = ("const", "conv0", "conv1", "skip")
+_PRESET_RULES: dict[str, tuple[tuple[int, int | None, tuple[str, ...]], ...]] = {
+    "all": ((4, None, _ALL_KINDS),),
+    "all_with_torgb": ((4, None, _ALL_KINDS + ("torgb",)),),
+    "texture": ((4, 4, _ALL_KINDS), (16, 128, _ALL_KINDS)),
+    "shape": ((4, 8, _ALL_KINDS),),
+    "shape_expanded": ((4, 8, _ALL_KINDS), (16, 16, ("conv0", "skip"))),
+    "no_fine": ((4, 128, _ALL_KINDS),),
+}
+PRESETS: tuple[str, ...] = tuple(_PRESET_RULES)
+
+_UNIT_RE = re.compile(r"^synthesis\.b(\d+)\.(const|conv0|conv1|torgb|skip)$")
+
+
+def all_units(G: nn.Module) -> list[str]:
+    """Every trainable unit of the synthesis network, in forward order."""
+    units = []
+    params = dict(G.named_parameters())
+    for name, block in G.synthesis.blocks():
+        for kind in ("const", "skip", "conv0", "conv1", "torgb"):
+            full = f"synthesis.{name}.{kind}"
+            if hasattr(block, kind) and (full in params or any(p.startswith(full + ".") for p in params)):
+                units.append(full)
+    return units
+
+
+def _unit_res_kind(unit: str) -> tuple[int, str]:
+    m = _UNIT_RE.match(unit)
+    if m is None:  # all_units only produces matching names
+        raise ConfigError(f"not a synthesis unit: {unit!r}")
+    return int(m.group(1)), m.group(2)
+
+
+def preset_units(G: nn.Module, preset: str) -> list[str]:
+    """The units of a named preset for this generator."""
+    if preset not in _PRESET_RULES:
+        raise ConfigError(f"unknown layer preset {preset!r}; choose one of {', '.join(PRESETS)} or 'auto'")
+    out = []
+    for unit in all_units(G):
+        res, kind = _unit_res_kind(unit)
+        for lo, hi, kinds in _PRESET_RULES[preset]:
+            if kind in kinds and res >= lo and (hi is None or res <= hi):
+                out.append(unit)
+                break
+    return out
+
+
+def resolve_units(G: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """Units for `layers`: a preset name, or a list of unit names / block names (`b8`, `synthesis.b8`).
+
+    `"auto"` resolves to the candidates of adaptive selection (the `all` preset).
+    """
+    if isinstance(layers, str):
+        return preset_units(G, "all" if layers == AUTO else layers)
+    units = all_units(G)
+    chosen: list[str] = []
+    for item in layers:
+        key = item if item.startswith("synthesis.") else f"synthesis.{item}"
+        match = [u for u in units if u == key or u.startswith(key + ".")]
+        if not match:
+            raise ConfigError(
+                f"layer {item!r} is not part of this generator's synthesis network; use a preset "
+                f"({', '.join(PRESETS)}), 'auto', or names such as 'b8', 'b8.conv0', 'b4.const'"
+            )
+        chosen.extend(u for u in match if u not in chosen)
+    return [u for u in units if u in chosen]
+
+
+def unit_parameters(G: nn.Module, units: Sequence[str]) -> dict[str, nn.Parameter]:
+    """All parameters (by full name) inside the given units."""
+    out = {}
+    for name, p in G.named_parameters():
+        if any(name == u or name.startswith(u + ".") for u in units):
+            out[name] = p
+    return out
+
+
+def w_index_units(G: nn.Module, candidates: Sequence[str]) -> dict[int, list[str]]:
+    """For each W+ index, the candidate units that read it (our corrected mapping, see module doc)."""
+    cand = set(candidates)
+    return {i: [m for m in mods if m in cand] for i, mods in G.synthesis.w_index_consumers().items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """One run of adaptive selection."""
+
+    indices: tuple[int, ...]  # chosen W+ indices, ascending
+    units: tuple[str, ...]  # the units they map to, in forward order
+    scores: tuple[float, ...]  # movement score of every W+ index (the ranking criterion)
+
+
+def select_w_indices(
+    G_train: nn.Module,
+    ws: torch.Tensor,  # [B, num_ws, w_dim] from the frozen mapping, truncation 1
+    noise: list[torch.Tensor],  # one map per conv layer, shared with nothing else
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],  # images [B, C, H, W] -> scalar (the global loss)
+    k: int,
+    candidates: Sequence[str],
+    lr: float = 0.01,
+    iters: int = 1,
+) -> Selection:
+    """nada-spec 2.9: move W+ codes with `iters` SGD steps on `loss_fn`; pick the k most moved indices.
+
+    The score of index i is mean |w_i - w_i(init)| over batch and channels. Only the W+ codes get
+    gradients (the generator's parameter gradients are never computed here), so no parameter
+    gradient is left behind for the main step. Ties are broken toward the lower index so the
+    result does not depend on `topk`'s tie order.
+    """
+    mapping = w_index_units(G_train, candidates)
+    eligible = [i for i, units in mapping.items() if units]
+    if not 1 <= k <= len(eligible):
+        raise ConfigError(
+            f"auto_k must be in 1..{len(eligible)} for this generator and layer set (W+ indices whose "
+            f"layers can be trained), got {k}"
+        )
+    w_init = ws.detach()
+    w = w_init.clone().requires_grad_(True)
+    for _ in range(iters):
+        loss = loss_fn(G_train.synthesis(w, noise=noise))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"layer-selection loss is {loss.item()}")
+        (grad,) = torch.autograd.grad(loss, [w])
+        with torch.no_grad():
+            w -= lr * grad
+    scores = (w.detach() - w_init).abs().mean(dim=(0, 2)).float().cpu().tolist()
+    ranked = sorted(eligible, key=lambda i: (-scores[i], i))
+    indices = tuple(sorted(ranked[:k]))
+    chosen = {u for i in indices for u in mapping[i]}
+    units = tuple(u for u in all_units(G_train) if u in chosen)
+    return Selection(indices=indices, units=units, scores=tuple(scores))
+
+
+def default_auto_k(num_ws: int) -> int:
+    """The official Colab's "improve shape" k: int(2 * num_ws / 3), i.e. 9, 10, 12 at 256, 512, 1024."""
+    return max(1, int(2 * num_ws / 3))
