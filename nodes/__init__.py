@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from . import comfy_bridge
 from .loaders import NADA_NODES as _LOADERS
+from .sampling import NADA_NODES as _SAMPLING
 
 comfy_bridge.register_folders()
 
-_ALL = (*_LOADERS,)
+_ALL = (*_LOADERS, *_SAMPLING)
 
 NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in _ALL}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in _ALL}

@@ -9,6 +9,7 @@ Inside ComfyUI the same functions go to `folder_paths`, `comfy.utils.ProgressBar
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import os
@@ -336,29 +337,13 @@ class Progress:
             self.interrupted = True
 
 
-# ---------------------------------------------------------------------------------------------
-# ComfyUI's IMAGE layout
-
-
-def to_comfy_images(images: torch.Tensor) -> torch.Tensor:
-    """Generator output [B, C, H, W] in [-1, 1] -> ComfyUI IMAGE [B, H, W, 3] in [0, 1].
-
-    Single-channel generators are repeated to RGB because every image node expects three channels.
-    """
-    if images.ndim != 4:
-        raise NodeError(f"expected a batch of images [B, C, H, W], got shape {list(images.shape)}")
-    x = images.detach().float()
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    x = ((x + 1) * 0.5).clamp(0, 1)
-    return x.permute(0, 2, 3, 1).contiguous().to(intermediate_device())
-
-
-def from_comfy_images(images: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE [B, H, W, C] in [0, 1] -> [B, 3, H, W] in [-1, 1] (alpha dropped)."""
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise NodeError(f"expected an IMAGE batch [B, H, W, C], got shape {list(images.shape)}")
-    x = images.detach().float()[..., :3]
-    if x.shape[-1] == 1:
-        x = x.repeat(1, 1, 1, 3)
-    return x.permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
+def module_on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`module` itself if it already lives on `device`, else a copy there (the input is never moved)."""
+    try:
+        current = next(module.parameters()).device
+    except StopIteration:
+        return module
+    device = torch.device(device)
+    if current.type == device.type and (current.index or 0) == (device.index or 0):
+        return module
+    return copy.deepcopy(module).to(device)
