@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import NadaError
+from .io import atomic_write
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -52,17 +52,5 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a PNG atomically (temp file + rename); refuses to replace a file unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise NadaError(f"{path} already exists; choose another name or pass overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a PNG atomically; refuses to replace an existing file unless `overwrite`."""
+    return atomic_write(path, lambda f: image.save(f, format="PNG"), overwrite=overwrite)

@@ -148,13 +148,15 @@ def select_w_indices(
     candidates: Sequence[str],
     lr: float = 0.01,
     iters: int = 1,
+    synthesize: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None,
 ) -> Selection:
     """nada-spec 2.9: move W+ codes with `iters` SGD steps on `loss_fn`; pick the k most moved indices.
 
     The score of index i is mean |w_i - w_i(init)| over batch and channels. Only the W+ codes get
     gradients (the generator's parameter gradients are never computed here), so no parameter
     gradient is left behind for the main step. Ties are broken toward the lower index so the
-    result does not depend on `topk`'s tie order.
+    result does not depend on `topk`'s tie order. `synthesize(ws, noise)` renders with the trainable
+    weights (default `G_train.synthesis`; a parameterised run passes its own).
     """
     mapping = w_index_units(G_train, candidates)
     eligible = [i for i, units in mapping.items() if units]
@@ -163,10 +165,15 @@ def select_w_indices(
             f"auto_k must be in 1..{len(eligible)} for this generator and layer set (W+ indices whose "
             f"layers can be trained), got {k}"
         )
+    if synthesize is None:
+
+        def synthesize(w_plus: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
+            return G_train.synthesis(w_plus, noise=maps)
+
     w_init = ws.detach()
     w = w_init.clone().requires_grad_(True)
     for _ in range(iters):
-        loss = loss_fn(G_train.synthesis(w, noise=noise))
+        loss = loss_fn(synthesize(w, noise))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"layer-selection loss is {loss.item()}")
         (grad,) = torch.autograd.grad(loss, [w])
