@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from tests.nodes.fixtures import make_tiny_generator
 
 
 @pytest.fixture
@@ -15,16 +16,6 @@ def bridge(pack, tmp_path):
     b.request_interrupt(False)
     yield b
     b.request_interrupt(False)
-
-
-def make_tiny_generator(nada, seed: int = 0):
-    """A 16 px generator small enough to train for a few steps in well under a second."""
-    torch.manual_seed(seed)
-    cfg = nada.GeneratorConfig(img_resolution=16, channels=(32, 32, 16), z_dim=32, w_dim=32, mapping_layers=2)
-    G = nada.Generator(cfg).eval().requires_grad_(False)
-    with torch.no_grad():
-        G.mapping.w_avg.copy_(G.mapping.estimate_w_avg(n=256))
-    return G
 
 
 @pytest.fixture

@@ -1,0 +1,96 @@
+"""Test models for running the example workflows: a tiny generator, the bundled tiny CLIP, a style image.
+
+Shared by the CI workflow tests (tests/nodes) and the real-ComfyUI integration test: both put these
+files into a models folder and rewrite the workflows' model choices and sizes with `shrink_for_test`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CLIP_DIR = ROOT / "nada" / "assets" / "tiny_clip"
+GENERATOR_FILE = "tiny.safetensors"
+STYLE_IMAGE = "nada_test_style.png"
+
+
+def make_tiny_generator(nada, seed: int = 0):
+    """A 16 px generator small enough to train for a few steps in well under a second."""
+    torch.manual_seed(seed)
+    cfg = nada.GeneratorConfig(img_resolution=16, channels=(32, 32, 16), z_dim=32, w_dim=32, mapping_layers=2)
+    G = nada.Generator(cfg).eval().requires_grad_(False)
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(G.mapping.estimate_w_avg(n=256))
+    return G
+
+
+def tiny_clip_files() -> tuple[Path, Path]:
+    """(weights, config json) of the bundled tiny CLIP."""
+    weights = sorted(p for p in TINY_CLIP_DIR.iterdir() if p.suffix in (".safetensors", ".pt", ".bin"))
+    configs = sorted(TINY_CLIP_DIR.glob("*.json"))
+    assert weights and configs, f"tiny CLIP missing in {TINY_CLIP_DIR}"
+    return weights[0], configs[0]
+
+
+def tiny_clip_architecture() -> str:
+    return tiny_clip_files()[1].stem
+
+
+def clip_weights_name() -> str:
+    """The name the Load CLIP node lists for the tiny CLIP once installed in models/open_clip."""
+    return f"nada-tiny-clip{tiny_clip_files()[0].suffix}"
+
+
+def style_image() -> np.ndarray:
+    """A 32x32 RGB test pattern (stripes), as uint8 [H, W, 3]."""
+    y, x = np.mgrid[0:32, 0:32]
+    img = np.stack([(x * 8) % 256, ((x + y) * 4) % 256, np.where((x // 4) % 2, 230, 20)], axis=-1)
+    return img.astype(np.uint8)
+
+
+def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
+    """Write the tiny generator to `stylegan_dir`, the tiny CLIP to base/models/open_clip and the style
+    image to base/input (ComfyUI's layout under --base-directory)."""
+    stylegan_dir.mkdir(parents=True, exist_ok=True)
+    G = make_tiny_generator(pack.nada)
+    pack.nada.stylegan2.formats.save_generator(G, stylegan_dir / GENERATOR_FILE)
+    clip_dir = base / "models" / "open_clip"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    weights, config = tiny_clip_files()
+    dest = clip_dir / clip_weights_name()
+    shutil.copyfile(weights, dest)
+    shutil.copyfile(config, dest.with_suffix(".json"))
+    (base / "input").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(style_image()).save(base / "input" / STYLE_IMAGE)
+
+
+def shrink_for_test(prompt: dict[str, dict[str, Any]], base: Path | None = None, steps: int = 3) -> dict:
+    """The same graph on the tiny models, with few steps, seeds and frames (runs in seconds on a CPU)."""
+    out = {}
+    for nid, node in prompt.items():
+        node = {**node, "inputs": dict(node["inputs"])}
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "NADA_LoadStyleGAN2":
+            inputs["model_name"] = GENERATOR_FILE
+        elif kind == "NADA_LoadCLIP":
+            inputs["architecture"] = tiny_clip_architecture()
+            inputs["weights"] = clip_weights_name()
+        elif kind == "NADA_Adapt":
+            inputs["steps"] = steps
+            inputs["preview_every"] = 1
+        elif kind == "NADA_InterpolateLatents":
+            inputs["frames"] = min(inputs["frames"], 6)
+        elif kind == "NADA_ImageDirection":
+            inputs["source_samples"] = min(inputs.get("source_samples", 4), 4)
+        elif kind == "LoadImage":
+            inputs["image"] = STYLE_IMAGE
+        elif kind in ("SaveImage", "SaveAnimatedWEBP") and "filename_prefix" in inputs:
+            inputs["filename_prefix"] = "test/" + inputs["filename_prefix"]
+        out[nid] = node
+    return out
