@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -286,11 +286,17 @@ def current_node_id() -> str | None:
     return None if ctx is None else str(ctx.node_id)
 
 
+# Standalone listeners of `send_event` (scripts and tests watch a run with them; ComfyUI has websockets).
+event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+
 def send_event(event: str, data: dict[str, Any]) -> None:
     """Send a JSON event to the browser tab that queued the prompt (our web extension listens)."""
     server = _prompt_server()
     if server is None:
         log.debug("event %s: %s", event, data)
+        for listener in list(event_listeners):
+            listener(event, data)
         return
     server.send_sync(event, data, getattr(server, "client_id", None))
 
@@ -347,3 +353,28 @@ def module_on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.
     if current.type == device.type and (current.index or 0) == (device.index or 0):
         return module
     return copy.deepcopy(module).to(device)
+
+
+def sibling_json(path: str) -> str | None:
+    """`name.json` next to `name.<ext>` (a custom model config shipped with its weights), if present."""
+    candidate = os.path.splitext(path)[0] + ".json"
+    return candidate if os.path.isfile(candidate) else None
+
+
+def next_free_path(folder: str, prefix: str, extension: str) -> str:
+    """`<folder>/<prefix>_00001<extension>`, counting up past existing files (saves never overwrite).
+
+    `prefix` may contain subfolders ("nada/sketch"); it may not climb out of `folder`.
+    """
+    prefix = prefix.strip().replace("\\", "/").strip("/") or "nada"
+    target = os.path.normpath(os.path.join(folder, prefix))
+    if os.path.commonpath([os.path.abspath(target), os.path.abspath(folder)]) != os.path.abspath(folder):
+        raise NodeError(f"filename_prefix '{prefix}' points outside {folder}; use a relative name like 'nada/sketch'")
+    directory, base = os.path.split(target)
+    os.makedirs(directory, exist_ok=True)
+    counter = 1
+    while True:
+        path = os.path.join(directory, f"{base}_{counter:05d}{extension}")
+        if not os.path.exists(path):
+            return path
+        counter += 1
