@@ -29,7 +29,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
-    "--window-size=1600,1000",
+    "--window-size=2200,1100",
     "--remote-debugging-port=0",
 ]
 
