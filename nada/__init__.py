@@ -4,9 +4,15 @@ This package never imports ComfyUI and uses only relative imports, so it works b
 package `nada` and as a subpackage of the ComfyUI node pack.
 """
 
-from .errors import ConfigError, NadaError
+from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
+from .directions import Direction, combine_directions, image_direction, text_direction
+from .errors import ClipError, ConfigError, DirectionError, NadaError
 from .stylegan2 import Generator, GeneratorConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "Generator", "GeneratorConfig", "NadaError", "__version__"]
+__all__ = [
+    "ClipEnsemble", "ClipError", "ClipModel", "ClipSpec", "ConfigError", "Direction", "DirectionError", "Generator",
+    "GeneratorConfig", "NadaError", "__version__", "as_ensemble", "clip_ensemble", "combine_directions",
+    "image_direction", "load_clip", "load_ensemble", "text_direction",
+]  # fmt: skip

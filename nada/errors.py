@@ -9,3 +9,11 @@ class NadaError(Exception):
 
 class ConfigError(NadaError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+class ClipError(NadaError):
+    """A CLIP model cannot be loaded or used as asked (unknown architecture, bad weights file, ...)."""
+
+
+class DirectionError(NadaError, ValueError):
+    """A CLIP direction cannot be made or used (identical or empty prompts, zero direction, ...)."""
