@@ -32,14 +32,14 @@ def make_tiny_generator(nada, seed: int = 0):
 
 def tiny_clip_files() -> tuple[Path, Path]:
     """(weights, config json) of the bundled tiny CLIP."""
-    weights = sorted(p for p in TINY_CLIP_DIR.iterdir() if p.suffix in (".safetensors", ".pt", ".bin"))
-    configs = sorted(TINY_CLIP_DIR.glob("*.json"))
-    assert weights and configs, f"tiny CLIP missing in {TINY_CLIP_DIR}"
-    return weights[0], configs[0]
+    weights, config = TINY_CLIP_DIR / "weights.safetensors", TINY_CLIP_DIR / "config.json"
+    assert weights.is_file() and config.is_file(), f"tiny CLIP missing in {TINY_CLIP_DIR}"
+    return weights, config
 
 
 def tiny_clip_architecture() -> str:
-    return tiny_clip_files()[1].stem
+    """The label the Load CLIP node gets for the tiny CLIP (its architecture comes from the config)."""
+    return "tiny-clip"
 
 
 def clip_weights_name() -> str:

@@ -1,0 +1,232 @@
+"""CLIP nodes: load a CLIP model, combine models into an ensemble, and make CLIP-space directions."""
+
+from __future__ import annotations
+
+from ..nada import clip as nada_clip
+from ..nada import directions as nada_directions
+from . import comfy_bridge as bridge
+
+CATEGORY = "StyleGAN-NADA/clip"
+PRETRAINED_CHOICE = "(pretrained tag)"
+TEMPLATE_CHOICES = ["imagenet", "none", "custom"]
+
+
+def _engine_images(images):
+    """ComfyUI IMAGE [B, H, W, C] in 0..1 -> [B, 3, H, W] in [-1, 1] (the engine's image layout)."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise bridge.NodeError(f"expected an IMAGE batch [B, H, W, C], got shape {list(images.shape)}")
+    x = images.detach().float().cpu()[..., :3]
+    if x.shape[-1] == 1:
+        x = x.repeat(1, 1, 1, 3)
+    return x.permute(0, 3, 1, 2) * 2 - 1
+
+
+class LoadCLIP:
+    NODE_ID = "NADA_LoadCLIP"
+    DISPLAY_NAME = "Load CLIP (NADA)"
+    CATEGORY = "StyleGAN-NADA/loaders"
+    DESCRIPTION = (
+        "Loads an open_clip model for the NADA losses: an architecture name plus either a pretrained tag "
+        "(downloaded once, needs internet) or a weights file from models/open_clip. A weights file with a "
+        "JSON file of the same name next to it is loaded with that model config."
+    )
+    SEARCH_ALIASES = ["open_clip", "clip loader", "vit-b-32", "nada clip"]
+    RETURN_TYPES = ("NADA_CLIP",)
+    RETURN_NAMES = ("clip",)
+    OUTPUT_TOOLTIPS = ("The CLIP model, frozen; plug into Encode Prompt Pair, Image Direction and NADA Adapt.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "architecture": ("STRING", {"default": "ViT-B-32", "tooltip": (
+                    "open_clip architecture, e.g. ViT-B-32 or ViT-B-16 (the paper uses both together).")}),
+                "weights": ([PRETRAINED_CHOICE, *bridge.list_files(bridge.OPEN_CLIP_FOLDER)], {
+                    "default": PRETRAINED_CHOICE,
+                    "tooltip": "A weights file in models/open_clip, or the pretrained tag below."}),
+                "pretrained": ("STRING", {"default": "openai", "tooltip": (
+                    "open_clip pretrained tag used when weights is '(pretrained tag)', e.g. openai or "
+                    "laion2b_s34b_b79k.")}),
+            }
+        }
+
+    def load(self, architecture, weights, pretrained):
+        if weights == PRETRAINED_CHOICE:
+            clip = nada_clip.load_clip(architecture.strip(), pretrained.strip() or None,
+                                       device=bridge.offload_device())
+        else:
+            path = bridge.full_path(bridge.OPEN_CLIP_FOLDER, weights)
+            clip = nada_clip.load_clip(architecture.strip(), weights=path, config=bridge.sibling_json(path),
+                                       device=bridge.offload_device())
+        return (clip,)
+
+
+class CLIPEnsemble:
+    NODE_ID = "NADA_CLIPEnsemble"
+    DISPLAY_NAME = "CLIP Ensemble (NADA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Combines CLIP models into a weighted ensemble; each model's loss counts with its weight. The "
+        "paper pairs ViT-B/32 and ViT-B/16 with weight 1 each. A model with weight 0 is left out."
+    )
+    SEARCH_ALIASES = ["multiple clip", "clip combine", "clip weights"]
+    RETURN_TYPES = ("NADA_CLIP",)
+    RETURN_NAMES = ("clip",)
+    OUTPUT_TOOLTIPS = ("The ensemble; use it for the direction and for NADA Adapt.",)
+    FUNCTION = "combine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def weight(n):
+            return ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                              "tooltip": f"Weight of CLIP {n} in the loss (0 = leave it out)."})
+
+        return {
+            "required": {
+                "clip_1": ("NADA_CLIP", {"tooltip": "First CLIP model (or ensemble)."}),
+                "weight_1": weight(1),
+                "clip_2": ("NADA_CLIP", {"tooltip": "Second CLIP model (or ensemble)."}),
+                "weight_2": weight(2),
+            },
+            "optional": {
+                "clip_3": ("NADA_CLIP", {"tooltip": "Optional third CLIP model."}),
+                "weight_3": weight(3),
+            },
+        }
+
+    def combine(self, clip_1, weight_1, clip_2, weight_2, clip_3=None, weight_3=1.0):
+        parts = [(clip_1, weight_1), (clip_2, weight_2)]
+        if clip_3 is not None:
+            parts.append((clip_3, weight_3))
+        return (nada_clip.clip_ensemble(parts),)
+
+
+class EncodePromptPair:
+    NODE_ID = "NADA_EncodePromptPair"
+    DISPLAY_NAME = "Encode Prompt Pair (NADA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Makes the CLIP direction from a source text to a target text, e.g. 'photo' -> 'pencil sketch'. "
+        "Describe the domain, not a change: 'photo' / 'sketch', not 'make it a sketch'."
+    )
+    SEARCH_ALIASES = ["text direction", "prompt pair", "source target text", "nada prompt"]
+    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_NAMES = ("direction",)
+    OUTPUT_TOOLTIPS = ("The normalised text direction for every CLIP model of the ensemble.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("NADA_CLIP", {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
+                "source": ("STRING", {"default": "photo", "tooltip": "What the generator makes now, e.g. 'photo'."}),
+                "target": ("STRING", {"default": "pencil sketch",
+                                      "tooltip": "What it should make, e.g. 'pencil sketch'."}),
+                "templates": (TEMPLATE_CHOICES, {"default": "imagenet", "tooltip": (
+                    "imagenet: average over CLIP's 79 ImageNet prompt templates (the paper); none: the "
+                    "texts as typed; custom: your templates below.")}),
+            },
+            "optional": {
+                "custom_templates": ("STRING", {"default": "a photo of a {}.\na drawing of a {}.", "multiline": True,
+                                                "tooltip": "One template per line with {} for the text "
+                                                           "(used when templates is 'custom')."}),
+            },
+        }
+
+    def encode(self, clip, source, target, templates, custom_templates=""):
+        if templates == "custom":
+            chosen = [t.strip() for t in custom_templates.splitlines() if t.strip()]
+            if not chosen or any("{}" not in t for t in chosen):
+                raise bridge.NodeError("custom templates: write one per line, each with {} where the text goes")
+        else:
+            chosen = templates
+        return (nada_directions.text_direction(clip, source, target, templates=chosen),)
+
+
+class ImageDirection:
+    NODE_ID = "NADA_ImageDirection"
+    DISPLAY_NAME = "Image Direction (NADA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Makes the CLIP direction toward a few target images (a style or a domain), from source images or, "
+        "without them, from samples of the generator."
+    )
+    SEARCH_ALIASES = ["image guided", "one shot", "few shot", "style images", "reference image"]
+    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_NAMES = ("direction",)
+    OUTPUT_TOOLTIPS = ("The direction from the source domain to the target images.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("NADA_CLIP", {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
+                "target_images": ("IMAGE", {"tooltip": "One or more images of the target domain or style."}),
+            },
+            "optional": {
+                "source_images": ("IMAGE", {"tooltip": "Images of the source domain; if absent, generator "
+                                                       "samples are used."}),
+                "generator": ("STYLEGAN", {"tooltip": "Source of samples when no source images are given."}),
+                "source_samples": ("INT", {"default": 16, "min": 1, "max": 1024, "step": 1,
+                                           "tooltip": "How many generator samples (seeds 0..N-1) stand for "
+                                                      "the source domain."}),
+            },
+        }
+
+    def encode(self, clip, target_images, source_images=None, generator=None, source_samples=16):
+        if source_images is not None:
+            source = _engine_images(source_images)
+        elif generator is not None:
+            source = bridge.module_on_device(generator, bridge.torch_device())
+        else:
+            raise bridge.NodeError("connect source_images or a generator (its samples stand for the source domain)")
+        direction = nada_directions.image_direction(
+            clip, _engine_images(target_images), source, source_samples=source_samples
+        )
+        return (direction,)
+
+
+class CombineDirections:
+    NODE_ID = "NADA_CombineDirections"
+    DISPLAY_NAME = "Combine Directions (NADA)"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Weighted sum of CLIP directions made with the same CLIP models, e.g. a text direction plus an image "
+        "direction, or two styles at once."
+    )
+    SEARCH_ALIASES = ["mix directions", "direction blend", "multiple prompts"]
+    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_NAMES = ("direction",)
+    OUTPUT_TOOLTIPS = ("The combined (renormalised) direction.",)
+    FUNCTION = "combine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def weight(n):
+            return ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                              "tooltip": f"Weight of direction {n} (negative moves away from it)."})
+
+        return {
+            "required": {
+                "direction_1": ("NADA_DIRECTION", {"tooltip": "First direction."}),
+                "weight_1": weight(1),
+                "direction_2": ("NADA_DIRECTION", {"tooltip": "Second direction."}),
+                "weight_2": weight(2),
+            },
+            "optional": {
+                "direction_3": ("NADA_DIRECTION", {"tooltip": "Optional third direction."}),
+                "weight_3": weight(3),
+            },
+        }
+
+    def combine(self, direction_1, weight_1, direction_2, weight_2, direction_3=None, weight_3=1.0):
+        parts = [(direction_1, weight_1), (direction_2, weight_2)]
+        if direction_3 is not None:
+            parts.append((direction_3, weight_3))
+        return (nada_directions.combine_directions(parts),)
+
+
+NADA_NODES = [LoadCLIP, CLIPEnsemble, EncodePromptPair, ImageDirection, CombineDirections]
