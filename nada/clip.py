@@ -224,6 +224,14 @@ class ClipModel:
             out.append(self.model.encode_text(tokens).float())
         return F.normalize(torch.cat(out), dim=-1)
 
+    @property
+    def members(self) -> tuple[ClipMember, ...]:
+        """As an ensemble of one (weight 1), so consumers can treat models and ensembles alike."""
+        return (ClipMember(self.name, 1.0, self),)
+
+    def member_weights(self) -> dict[str, float]:
+        return {self.name: 1.0}
+
     def on(self, device: torch.device | str) -> ClipModel:
         """This model on `device`: itself when already there, else a copy (this one is not moved)."""
         device = torch.device(device)
@@ -619,6 +627,9 @@ class ClipEnsemble:
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.members)
 
+    def member_weights(self) -> dict[str, float]:
+        return {m.name: m.weight for m in self.members}
+
     def on(self, device: torch.device | str) -> ClipEnsemble:
         """The ensemble with every model on `device` (copies where needed; this one is not moved)."""
         return ClipEnsemble(dataclasses.replace(m, model=m.model.on(device)) for m in self.members)
@@ -649,6 +660,16 @@ def as_ensemble(clip: ClipModel | ClipEnsemble) -> ClipEnsemble:
     if isinstance(clip, ClipModel):
         return ClipEnsemble([ClipMember(clip.name, 1.0, clip)])
     raise ClipError(f"expected a CLIP model or ensemble (nada.load_clip), got {type(clip).__name__}")
+
+
+def encode_images(clip: ClipModel | ClipEnsemble, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{member name: [B, D] unit embeddings} of images in [-1, 1] (differentiable)."""
+    return {m.name: m.model.encode_images(images) for m in as_ensemble(clip)}
+
+
+def encode_texts(clip: ClipModel | ClipEnsemble, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """{member name: [N, D] unit embeddings} of texts."""
+    return {m.name: m.model.encode_text(texts) for m in as_ensemble(clip)}
 
 
 def clip_ensemble(items: Sequence[tuple[ClipModel | ClipEnsemble, float]]) -> ClipEnsemble:
