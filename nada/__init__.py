@@ -1,18 +1,42 @@
 """comfyui-nada's engine: StyleGAN-NADA in plain PyTorch, usable from Python, the CLI and ComfyUI.
 
+    import nada
+    G = nada.load_generator("ffhq.pt")
+    clip = nada.load_clip("ViT-B-32", pretrained="openai")
+    d = nada.text_direction(clip, "photo", "pencil sketch")
+    G2 = nada.adapt(G, clip, d, nada.AdaptConfig(steps=300))
+    nada.save_generator(G2, "sketch.safetensors")
+
 This package never imports ComfyUI and uses only relative imports, so it works both as the top-level
 package `nada` and as a subpackage of the ComfyUI node pack.
 """
 
-from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
+from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
+from .clip import ClipEnsemble, ClipModel, clip_ensemble, load_clip
 from .directions import Direction, combine_directions, image_direction, text_direction
-from .errors import ClipError, ConfigError, DirectionError, NadaError
+from .errors import ConfigError, NadaError
 from .stylegan2 import Generator, GeneratorConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ClipEnsemble", "ClipError", "ClipModel", "ClipSpec", "ConfigError", "Direction", "DirectionError", "Generator",
-    "GeneratorConfig", "NadaError", "__version__", "as_ensemble", "clip_ensemble", "combine_directions",
-    "image_direction", "load_clip", "load_ensemble", "text_direction",
-]  # fmt: skip
+    "Adapter",
+    "AdapterError",
+    "ClipEnsemble",
+    "ClipModel",
+    "ConfigError",
+    "Direction",
+    "Generator",
+    "GeneratorConfig",
+    "NadaError",
+    "__version__",
+    "apply_adapters",
+    "clip_ensemble",
+    "combine_directions",
+    "extract_adapter",
+    "image_direction",
+    "load_adapter",
+    "load_clip",
+    "save_adapter",
+    "text_direction",
+]
