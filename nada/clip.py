@@ -461,7 +461,10 @@ def load_clip(
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     precision = _resolve_precision(precision, device)
-    if pretrained is not None and weights is None and Path(str(pretrained)).suffix.lower() in WEIGHT_SUFFIXES:
+    is_path = pretrained is not None and (
+        os.path.isfile(pretrained) or Path(str(pretrained)).suffix.lower() in WEIGHT_SUFFIXES
+    )
+    if is_path and weights is None:
         weights, pretrained = pretrained, None
     if pretrained is not None and weights is not None:
         raise ClipError("give either a pretrained tag or a weights file, not both")
@@ -710,6 +713,8 @@ def load_ensemble(
             unknown = set(spec) - {f.name for f in dataclasses.fields(ClipSpec)}
             if unknown:
                 raise ClipError(f"unknown keys {sorted(unknown)} in CLIP spec {i + 1}")
+            if "model" not in spec:
+                raise ClipError(f"CLIP spec {i + 1} needs 'model' (an architecture name or a config JSON)")
             spec = ClipSpec(**spec)
         weight = _check_weight(spec.weight, f"CLIP {spec.model!r}")
         if weight == 0:

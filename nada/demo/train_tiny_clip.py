@@ -9,7 +9,10 @@ The model is an ordinary open_clip CLIP (a small ViT image tower for 64 px input
 transformer with open_clip's standard tokenizer), trained contrastively on `nada.demo.world` scenes.
 A caption names some of a scene's attributes (colour and shape, colour only, shape only, the full
 scene with background), as typed or wrapped in one of the 79 ImageNet templates, so that bare words
-("red") and template-averaged prompts ("a photo of a red.") both land near the right images. Captions
+("red") and template-averaged prompts ("a photo of a red.") both land near the right images. A share
+of the images are colour fields instead of shapes (one colour covering most of the image in a
+random pattern, captioned with the colour only), so that colour words also describe images unlike
+the shapes world, such as a generator's early textures. Captions
 that fit several images of a batch (every red image fits "red") are positives for all of them: the
 targets of both cross-entropies are spread over every matching pair (a multi-positive CLIP loss),
 instead of treating true matches as negatives.
@@ -74,43 +77,72 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     eval_count: int = 800
+    colour_fields: float = 0.15  # share of images that are colour fields, not shapes (`_colour_field`)
+
+
+def _wrap(text: str, rng: np.random.Generator) -> str:
+    """The text as typed, with an article, or inside one of the 79 ImageNet templates."""
+    from ..templates import IMAGENET_TEMPLATES
+
+    u = rng.random()
+    if u < 0.35:
+        return text  # as typed: "red", "red circle"
+    if u < 0.5:
+        return f"{world.article(text)} {text}"
+    return IMAGENET_TEMPLATES[rng.integers(len(IMAGENET_TEMPLATES))].format(text)
 
 
 def _caption(scene: world.Scene, rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
-    from ..templates import IMAGENET_TEMPLATES
-
     details = list(_DETAIL_P)
     detail = details[rng.choice(len(details), p=list(_DETAIL_P.values()))]
     text = world.phrase(scene, detail)
     if detail == "colour":
         text = _COLOUR_PHRASES[rng.integers(len(_COLOUR_PHRASES))].format(text)
-    u = rng.random()
-    if u < 0.35:
-        out = text  # as typed: "red", "red circle"
-    elif u < 0.5:
-        out = f"{world.article(text)} {text}"
-    else:
-        out = IMAGENET_TEMPLATES[rng.integers(len(IMAGENET_TEMPLATES))].format(text)
-    return out, _ATTRS[detail]
+    return _wrap(text, rng), _ATTRS[detail]
+
+
+def _colour_field(rng: np.random.Generator, size: int) -> tuple[torch.Tensor, str]:
+    """An image dominated by one shape colour in a smooth random pattern, not a shape: it teaches the
+    colour words on images unlike the shapes world (a generator's textures, early in training)."""
+    colour = list(world.SHAPE_COLOURS)[rng.integers(len(world.SHAPE_COLOURS))]
+    rgb = torch.tensor(world._jitter(rng, world.SHAPE_COLOURS[colour], 18), dtype=torch.float32) / 127.5 - 1
+    other = torch.tensor(rng.uniform(-1, 1, 3), dtype=torch.float32) * float(rng.uniform(0.2, 1.0))
+    cells = int(rng.integers(2, 7))
+    field = torch.from_numpy(rng.random((1, 1, cells, cells), dtype=np.float32))
+    field = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=False)[0, 0].clamp(0, 1)
+    share = float(rng.uniform(0.6, 0.9))  # the colour covers most of the image
+    mix = (field < share).float() if rng.random() < 0.5 else (0.35 + 0.65 * field / share).clamp(0, 1)
+    img = mix[None] * rgb[:, None, None] + (1 - mix[None]) * other[:, None, None]
+    noise = torch.from_numpy(rng.standard_normal((3, size, size), dtype=np.float32)) * float(rng.uniform(0, 0.08))
+    return (img + noise).clamp(-1, 1), colour
 
 
 def _batch(cfg: TrainConfig, step: int, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """Images [B, 3, size, size] in [-1, 1], captions, and the match matrix [B images, B captions]."""
     rng = np.random.default_rng([cfg.seed, step])
-    scenes = [world.sample_scene(rng) for _ in range(cfg.batch)]
-    images = []
-    for s in scenes:
+    images, attrs_of, caps = [], [], []
+    for _ in range(cfg.batch):
+        if rng.random() < cfg.colour_fields:
+            img, colour = _colour_field(rng, size)
+            text = _COLOUR_PHRASES[rng.integers(len(_COLOUR_PHRASES))].format(colour)
+            caps.append((_wrap(text, rng), _ATTRS["colour"]))
+            attrs_of.append({"colour": colour, "shape": None, "background": None})
+            images.append(img)
+            continue
+        s = world.sample_scene(rng)
         # Some images are rendered smaller and upsampled, as a low-resolution generator's are.
         r = int(rng.choice([size, size, size, size // 2, (3 * size) // 4]))
         img = world.render(s, r)
         if r != size:
             img = F.interpolate(img[None], size=(size, size), mode="bicubic", align_corners=False)[0]
         images.append(img)
-    caps = [_caption(s, rng) for s in scenes]
+        caps.append(_caption(s, rng))
+        attrs_of.append({"colour": s.colour, "shape": s.shape, "background": s.background})
     match = torch.ones(cfg.batch, cfg.batch)
     for a in ("colour", "shape", "background"):
-        values = [getattr(s, a) for s in scenes]
-        same = torch.tensor([[vi == vj for vj in values] for vi in values], dtype=torch.float32)
+        values = [d[a] for d in attrs_of]
+        same = torch.tensor([[vi is not None and vi == vj for vj in values] for vi in values], dtype=torch.float32)
+        same.fill_diagonal_(1.0)
         named = torch.tensor([a in attrs for _, attrs in caps], dtype=torch.float32)  # caption j names a
         match *= 1 - named[None, :] * (1 - same)  # a named attribute must agree
     return torch.stack(images), [c for c, _ in caps], match
@@ -230,8 +262,9 @@ shapes of that world and nothing else; it is not a general-purpose CLIP.
 {steps} steps of batch {batch} (AdamW, lr {lr}, cosine schedule, seed {seed}, {threads} CPU threads,
 deterministic algorithms), {minutes:.1f} minutes on the build machine (torch {torch_version}). Captions name
 the colour and shape, the colour alone ("red", "red object"), the shape alone, or the whole scene,
-as typed or inside one of the 79 ImageNet templates; captions fitting several images of a batch count
-as positives for all of them.
+as typed or inside one of the 79 ImageNet templates; 15 % of the images are colour fields (a colour
+covering most of the image in a random pattern) captioned with the colour only. Captions fitting
+several images of a batch count as positives for all of them.
 
 ## Measured zero-shot accuracy
 
