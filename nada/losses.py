@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 # Floor on ||dI|| in the directional losses. The spec normalises dI with no epsilon, so an exactly
-# unchanged image pair (which is every pair at step 0 here, because the frozen and trainable
-# generators share w and noise) would give 0/0 = NaN. Below the floor the loss is the linear
-# extension 1 - <dI, dT> / floor: finite, with a gradient that points dI along dT. Above it the
-# formula is the spec's exactly. The value is small against the dI of a single Adam step of a real
-# adaptation (~1e-3..1e-2 for unit embeddings), so only the degenerate first step is affected, and
-# its gradient stays within a small factor of the following ones (Adam keeps the first step's
-# gradient scale in its second moment for a few hundred steps, so a huge first gradient would stall it).
-DELTA_EPS = 1e-4
+# unchanged pair (every pair at the first step here: the frozen and trainable generators start equal
+# and share w and noise) would give 0/0 = NaN. Below the floor the loss is the linear extension
+# 1 - <dI, dT> / floor: finite, with a gradient that moves the trainable embedding along dT. Above it
+# the formula is the spec's exactly; the floor is far below the dI of a real pair after even one step.
+# It also bounds that first gradient (<= 1/floor per unit of embedding), which keeps a half-precision
+# CLIP backward from overflowing. `nada.adapt` resets Adam's moments after the first step, so the
+# arbitrary scale of that first gradient does not damp the steps after it.
+DELTA_EPS = 1e-3
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,298 @@
+"""nada.adapt: the guarantees users rely on, and the proof that it adapts (with the tiny CLIP)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nada.adapt import AdaptConfig, AdaptError, AdaptProgress, adapt
+from nada.clip import clip_ensemble, load_clip
+from nada.directions import text_direction
+from nada.errors import ConfigError
+from nada.layers import unit_parameters, w_index_units
+from nada.stylegan2 import Generator, GeneratorConfig
+from tests.adapt_fixtures import colour_score, layout_correlation, make_generator, tiny_clip, zero_shot
+from tests.clip_fixtures import write_micro_clip
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """Two micro CLIPs (random weights, fast) as a weighted ensemble: the mechanics do not need a
+    CLIP that knows anything; the proof of adaptation below uses the trained tiny CLIP."""
+    a = write_micro_clip(tmp_path_factory.mktemp("a"), seed=0)
+    b = write_micro_clip(tmp_path_factory.mktemp("b"), seed=1)
+    return clip_ensemble([(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)])
+
+
+@pytest.fixture(scope="module")
+def direction(clip):
+    return text_direction(clip, "red", "blue", templates=None)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_clip()
+
+
+@pytest.fixture(scope="module")
+def G():
+    return make_generator(seed=0, resolution=16)
+
+
+def snapshot(G):
+    return {k: v.clone() for k, v in G.state_dict().items()}
+
+
+def assert_unchanged(G, snap):
+    state = G.state_dict()
+    assert state.keys() == snap.keys()
+    for k, v in state.items():
+        assert torch.equal(v, snap[k]), k
+
+
+def cfg(**kw):
+    base = dict(steps=2, seed=0)
+    base.update(kw)
+    return AdaptConfig(**base)
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(steps=-1), "steps"),
+        (dict(batch=0), "batch"),
+        (dict(lr=0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(mixing=1.5), "mixing"),
+        (dict(layers="textures"), "layers"),
+        (dict(layers=()), "layers"),
+        (dict(lambda_direction=0), "all loss weights are 0"),
+        (dict(lambda_global=-1), "lambda_global"),
+        (dict(patch_fraction=0), "patch_fraction"),
+        (dict(gradient_checkpointing="yes"), "gradient_checkpointing"),
+        (dict(auto_k=0), "auto_k"),
+        (dict(seed=True), "seed"),
+    ],
+)
+def test_config_errors_name_the_field(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        AdaptConfig(**kw)
+
+
+def test_config_defaults_follow_the_colab_and_round_trip():
+    c = AdaptConfig()
+    assert (c.batch, c.lr, c.mixing, c.layers, c.preview_truncation) == (2, 0.002, 0.0, "all", 0.7)
+    assert c.effective_lr == pytest.approx(0.0016)
+    assert AdaptConfig.from_dict(c.to_dict()) == c
+    assert AdaptConfig.from_dict(cfg(layers=["b8", "b16"]).to_dict()).layers == ("b8", "b16")
+
+
+def test_auto_k_larger_than_the_generator_allows_is_a_config_error(G, clip, direction):
+    with pytest.raises(ConfigError, match="auto_k"):
+        adapt(G, clip, direction, cfg(layers="auto", auto_k=G.num_ws), device="cpu")
+
+
+# -- guarantees -------------------------------------------------------------------------------------------
+
+
+def test_input_unchanged_result_trained_with_metadata(G, clip, direction):
+    snap = snapshot(G)
+    seen: list[AdaptProgress] = []
+    G2 = adapt(G, clip, direction, cfg(steps=3), callback=seen.append, device="cpu")
+    assert_unchanged(G, snap)
+    assert G2 is not G and not G2.training
+    assert not any(p.requires_grad for p in G2.parameters())
+    assert G2.device == G.device
+    changed = {k for k, v in G2.state_dict().items() if not torch.equal(v, snap[k])}
+    trainable = set(unit_parameters(G2, G2.metadata["adaptation"]["trained_units"]))
+    assert changed and changed <= trainable
+    assert not any(k.startswith("mapping") or ".torgb." in k for k in changed)
+    assert [p.step for p in seen] == [1, 2, 3] and all(math.isfinite(p.loss) for p in seen)
+    meta = G2.metadata["adaptation"]
+    assert meta["steps"] == 3 and meta["interrupted"] is False
+    assert len(meta["loss_history"]) == 3
+    assert [(c["name"], c["weight"]) for c in meta["clip"]] == [("A", 1.0), ("B", 0.5)]
+    assert meta["base_fingerprint"] == G.fingerprint()
+    assert meta["config"]["steps"] == 3
+
+
+def test_first_step_pairs_are_identical_so_shared_w_noise_and_mixing(G, clip, direction):
+    """Both generators render the same W+ (incl. the mixing crossover) with the same noise: at the first
+    step the trainable copy still equals the frozen one, so every dI is zero (up to CLIP's float noise,
+    far below losses.DELTA_EPS) and each member's loss is 1: the total is the sum of the weights.
+    Pairs differing in noise or crossover would give a dI of order 0.01-1 and a loss far from that."""
+    G2 = adapt(G, clip, direction, cfg(steps=1, mixing=1.0, batch=3), device="cpu")
+    assert G2.metadata["adaptation"]["loss_history"][0] == pytest.approx(1.5, abs=1e-3)
+
+
+def test_works_inside_inference_mode_with_an_inference_tensor_generator(clip, direction):
+    with torch.inference_mode():
+        Gi = make_generator(seed=0)
+        assert Gi.synthesis.b8.conv0.weight.is_inference()
+        snap = snapshot(Gi)
+        G2 = adapt(Gi, clip, direction, cfg(steps=2), device="cpu")
+        assert_unchanged(Gi, snap)
+        assert any(not torch.equal(v, snap[k]) for k, v in G2.state_dict().items())
+
+
+def test_deterministic_for_a_seed(G, clip, direction):
+    a = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu")
+    b = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu")
+    c = adapt(G, clip, direction, cfg(steps=2, mixing=0.5, seed=1), device="cpu")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_global_rng_is_not_used(G, clip, direction):
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    adapt(G, clip, direction, cfg(steps=1, layers="auto", auto_k=2, mixing=0.5, lambda_patch=1.0), device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_cancel_returns_within_one_step_with_the_partial_result(G, clip, direction):
+    snap = snapshot(G)
+    steps_seen = []
+    G2 = adapt(
+        G, clip, direction, cfg(steps=50), callback=lambda p: steps_seen.append(p.step),
+        should_stop=lambda: len(steps_seen) >= 2, device="cpu",
+    )  # fmt: skip
+    assert steps_seen == [1, 2]
+    meta = G2.metadata["adaptation"]
+    assert meta["interrupted"] is True and meta["steps"] == 2 and meta["steps_planned"] == 50
+    # The partial result is exactly a 2-step run.
+    ref = adapt(G, clip, direction, cfg(steps=2), device="cpu")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, G2.state_dict()[k]), k
+    assert_unchanged(G, snap)
+
+
+def test_nan_stops_with_a_clear_error_and_the_last_good_weights(G, clip, direction):
+    # An absurd learning rate makes step 1's update overflow the next forward pass.
+    bad = cfg(steps=5, lr=1e30)
+    with pytest.raises(AdaptError, match=r"diverged at step \d+ of 5.*learning rate") as info:
+        adapt(G, clip, direction, bad, device="cpu")
+    err = info.value
+    assert err.generator is not None and err.step >= 2
+    good_steps = err.step - 1
+    assert err.generator.metadata["adaptation"]["steps"] == good_steps
+    assert all(torch.isfinite(v).all() for v in err.generator.state_dict().values())
+    ref = adapt(G, clip, direction, cfg(steps=good_steps, lr=1e30), device="cpu")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, err.generator.state_dict()[k]), k
+
+
+def test_adaptive_selection_trains_only_the_selected_layers(G, clip, direction):
+    snap = snapshot(G)
+    progress = []
+    G2 = adapt(G, clip, direction, cfg(steps=1, layers="auto", auto_k=3), callback=progress.append, device="cpu")
+    meta = G2.metadata["adaptation"]
+    (sel,) = meta["selection_history"]
+    assert len(sel["w_indices"]) == 3 and progress[0].w_indices == tuple(sel["w_indices"])
+    units = [u for i in sel["w_indices"] for u in w_index_units(G, meta["trained_units"])[i]]
+    assert sorted(units) == sorted(meta["trained_units"]) == sorted(progress[0].units)
+    trained = set(unit_parameters(G2, units))
+    for k, v in G2.state_dict().items():
+        if k in trained and not k.endswith("noise_strength"):
+            assert not torch.equal(v, snap[k]), f"{k} was selected but did not change"
+        elif k not in trained:
+            assert torch.equal(v, snap[k]), f"{k} was not selected but changed"
+
+
+def test_selection_is_rerun_every_select_every_steps(G, clip, direction):
+    G2 = adapt(G, clip, direction, cfg(steps=4, layers="auto", auto_k=2, select_every=2), device="cpu")
+    assert [h["step"] for h in G2.metadata["adaptation"]["selection_history"]] == [0, 2]
+
+
+def test_presets_and_named_layers_limit_training(G, clip, direction):
+    snap = snapshot(G)
+    G2 = adapt(G, clip, direction, cfg(steps=1, layers=("b8.conv1",)), device="cpu")
+    changed = {k for k, v in G2.state_dict().items() if not torch.equal(v, snap[k])}
+    assert changed and all(k.startswith("synthesis.b8.conv1.") for k in changed)
+
+
+def test_all_loss_terms_run_and_are_reported(G, clip, direction):
+    seen = []
+    c = cfg(steps=2, lambda_global=0.5, lambda_manifold=0.5, lambda_patch=0.5, patch_fraction=0.5, patch_count=2)
+    adapt(G, clip, direction, c, callback=seen.append, device="cpu")
+    assert set(seen[-1].terms) == {"direction", "global", "manifold", "patch"}
+    assert all(math.isfinite(v) for v in seen[-1].terms.values())
+
+
+def test_gradient_checkpointing_gives_the_same_training(G, clip, direction):
+    a = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=False), device="cpu")
+    b = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=True), device="cpu")
+    la, lb = a.metadata["adaptation"]["loss_history"], b.metadata["adaptation"]["loss_history"]
+    assert la == pytest.approx(lb, abs=1e-5)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], atol=1e-5, rtol=1e-5)
+    assert b.synthesis.gradient_checkpointing is False
+
+
+def test_previews_before_every_n_and_after(G, clip, direction):
+    shots = []
+    adapt(G, clip, direction, cfg(steps=5, preview_every=2, preview_count=3),
+          preview=lambda step, imgs: shots.append((step, imgs)), device="cpu")  # fmt: skip
+    assert [s for s, _ in shots] == [0, 2, 4, 5]
+    assert all(imgs.shape == (3, 3, G.config.img_resolution, G.config.img_resolution) for _, imgs in shots)
+    assert not torch.equal(shots[0][1], shots[-1][1])
+
+
+def test_rejects_a_non_rgb_generator(clip, direction):
+    cfg_1ch = GeneratorConfig(img_resolution=16, channels=(16, 16, 8), z_dim=8, w_dim=8, mapping_layers=2,
+                              img_channels=1)  # fmt: skip
+    with pytest.raises(ConfigError, match="RGB"):
+        adapt(Generator(cfg_1ch), clip, direction, cfg(), device="cpu")
+
+
+# -- proof of adaptation ----------------------------------------------------------------------------------
+
+PAIRS = [("red", "blue"), ("blue", "green"), ("green", "red")]
+
+
+def proof(G, clip, source: str, target: str, seed: int, steps: int):
+    from nada.sample import sample
+
+    d = text_direction(clip, source, target, templates=None)
+    snap = snapshot(G)
+    G2 = adapt(G, clip, d, AdaptConfig(steps=steps, seed=seed), device="cpu")
+    seeds = list(range(100, 116))  # not the training latents: held-out seeds
+    before, after = sample(G, seeds), sample(G2, seeds)
+    return {
+        "p_before": zero_shot(clip, before, source, target),
+        "p_after": zero_shot(clip, after, source, target),
+        "colour_before": colour_score(before, source, target),
+        "colour_after": colour_score(after, source, target),
+        "layout": layout_correlation(before, after),
+        "unchanged": all(torch.equal(v, snap[k]) for k, v in G.state_dict().items()),
+    }
+
+
+def test_proof_of_adaptation_red_to_blue(G, tiny):
+    """Issue 3 item 7: the images move toward the target by CLIP's own judgement and by colour
+    statistics, the layout stays, and the frozen generator is untouched."""
+    r = proof(G, tiny, "red", "blue", seed=0, steps=40)
+    assert r["unchanged"]
+    assert r["p_after"] - r["p_before"] > 0.2, r
+    assert r["colour_after"] - r["colour_before"] > 0.1, r
+    assert r["layout"] > 0.5, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("source, target", PAIRS)
+def test_proof_of_adaptation_over_seeds_and_colour_pairs(tiny, source, target, seed):
+    G = make_generator(seed=seed)
+    r = proof(G, tiny, source, target, seed=seed, steps=40)
+    assert r["unchanged"]
+    assert r["p_after"] - r["p_before"] > 0.2, r
+    assert r["colour_after"] - r["colour_before"] > 0.1, r
+    assert r["layout"] > 0.5, r
