@@ -55,7 +55,7 @@ def _models(device):
         G = Generator(GeneratorConfig(img_resolution=256, channels=channels_rosinality(256, 2))).eval()
     G.requires_grad_(False)
     G = G.to(device)
-    clip = nada_clip.load_ensemble([{"name": "ViT-B-32", "pretrained": None, "weight": 1.0}], device=device)
+    clip = nada_clip.load_clip("ViT-B-32", random_weights=True, device=device)
     d = directions.text_direction(clip, "photo", "sketch", templates=None)
     return G, clip, d
 

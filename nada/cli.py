@@ -120,12 +120,14 @@ def sample_command(p: argparse.ArgumentParser) -> Runner:
 
 def _add_clip_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("CLIP (repeat --clip for an ensemble; the other options pair with it by position)")
-    g.add_argument("--clip", action="append", default=None, help="open_clip architecture (default ViT-B-32)")
+    g.add_argument(
+        "--clip", action="append", default=None, help="open_clip architecture or model config JSON (default ViT-B-32)"
+    )
     g.add_argument(
         "--pretrained",
         action="append",
         default=None,
-        help="open_clip pretrained tag (e.g. openai; needs internet once) or a local weights file",
+        help="open_clip pretrained tag (default openai; needs internet once) or a local weights file",
     )
     g.add_argument("--clip-config", action="append", default=None, help="custom model config JSON")
     g.add_argument("--clip-weight", action="append", type=float, default=None, help="ensemble weight (default 1)")
@@ -142,16 +144,15 @@ def _load_clip_ensemble(args: argparse.Namespace, device: torch.device):
     from . import clip as nada_clip
 
     names = args.clip or ["ViT-B-32"]
-    pretrained = _pad(args.pretrained, len(names), "openai", "pretrained")
+    pretrained = _pad(args.pretrained, len(names), None, "pretrained")
     configs = _pad(args.clip_config, len(names), None, "clip-config")
     weights = _pad(args.clip_weight, len(names), 1.0, "clip-weight")
-    return nada_clip.load_ensemble(
-        [
-            {"name": n, "pretrained": pt, "config": cfg, "weight": w}
-            for n, pt, cfg, w in zip(names, pretrained, configs, weights)
-        ],
-        device=device,
-    )
+    specs = []
+    for n, pt, cfg, w in zip(names, pretrained, configs, weights):
+        if pt is None and cfg is None and not n.lower().endswith(".json"):
+            pt = "openai"  # a built-in architecture without weights named: OpenAI's, as the paper
+        specs.append({"model": n, "pretrained": pt, "config": cfg, "weight": w})
+    return nada_clip.load_ensemble(specs, device=device)
 
 
 @command("adapt", "adapt a generator to a new domain with CLIP (StyleGAN-NADA)")
