@@ -192,8 +192,16 @@ class ComfyClient:
                 return result
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s; events: {result.events[-5:]}")
 
-    def history(self, prompt_id: str) -> dict[str, Any]:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+    def history(self, prompt_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The prompt's /history entry; ComfyUI writes it just after the final websocket message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                return entry
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no /history entry for prompt {prompt_id} after {timeout} s")
+            time.sleep(0.1)
 
     def view(self, image: dict[str, str]) -> bytes:
         query = urllib.parse.urlencode(
