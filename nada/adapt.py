@@ -55,9 +55,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from . import layers as layer_groups
 from . import losses
+from .adapters import make_parameterization
 from .errors import ConfigError, NadaError
 from .sample import sample as sample_seeds
 
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_LR_SCALE = 0.8  # g_reg_every / (g_reg_every + 1) with g_reg_every = 4 (nada-spec 2.11)
 OFFICIAL_BETAS = (0.0, 0.99**0.8)
+PARAMETERIZATIONS = ("full", "lora", "modulation")
 
 # Independent random streams of a run, so enabling one feature does not shift the draws of another.
 _STREAM_TRAIN, _STREAM_SELECT, _STREAM_PATCH = 0, 1, 2
@@ -108,6 +111,8 @@ class AdaptConfig:
     preview_count: int = 4  # preview images: seeds 0..preview_count-1 (nada.sample's seeds)
     preview_truncation: float = 0.7  # truncation of the previews (official sample_truncation)
     gradient_checkpointing: bool | str = "auto"  # True/False, or "auto" = on for CUDA at >= 512 px
+    parameterization: str = "full"  # "full" (the paper), "lora" or "modulation" (see nada.adapters)
+    rank: int = 4  # "lora": rank of the update of each conv weight
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
@@ -138,6 +143,7 @@ class AdaptConfig:
         whole("patch_count", 1, 64)
         whole("preview_every", 0)
         whole("preview_count", 0, 256)
+        whole("rank", 1, 4096)
         real("lr", 0.0, open_lo=True)
         real("select_lr", 0.0, open_lo=True)
         real("mixing", 0.0, 1.0)
@@ -157,6 +163,11 @@ class AdaptConfig:
                 )
         elif not self.layers or not all(isinstance(x, str) and x for x in self.layers):
             raise ConfigError("AdaptConfig.layers must be a preset name, 'auto', or a non-empty list of names")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ConfigError(
+                f"AdaptConfig.parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                f"got {self.parameterization!r}"
+            )
         if self.gradient_checkpointing not in (True, False, "auto"):
             raise ConfigError(
                 f"AdaptConfig.gradient_checkpointing must be True, False or 'auto', got {self.gradient_checkpointing!r}"
@@ -287,6 +298,11 @@ class _Run:
             # The seam for other parameterisations (issue 7): `params` are the tensors Adam updates,
             # `params_for` maps trained units to them, and `synthesize` renders with them.
             self.params = layer_groups.unit_parameters(self.G_train, self.candidates)
+            self.parameterization = make_parameterization(
+                cfg.parameterization, self.G_train, list(self.params), rank=cfg.rank, seed=cfg.seed
+            )
+            if self.parameterization is not None:
+                self.params = self.parameterization.named_tensors()
             self.optim = torch.optim.Adam(
                 list(self.params.values()), lr=cfg.effective_lr, betas=OFFICIAL_BETAS, eps=1e-8
             )
@@ -308,10 +324,17 @@ class _Run:
         self.loss_history: list[float] = []
 
     def synthesize(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
-        return self.G_train.synthesis(ws, noise=noise)
+        if self.parameterization is None:
+            return self.G_train.synthesis(ws, noise=noise)
+        overrides = {
+            k.removeprefix("synthesis."): v for k, v in self.parameterization.overrides(self.G_train).items()
+        }
+        return functional_call(self.G_train.synthesis, overrides, (ws,), {"noise": noise})
 
     def params_for(self, units: Sequence[str]) -> set[str]:
-        return set(layer_groups.unit_parameters(self.G_train, units))
+        if self.parameterization is None:
+            return set(layer_groups.unit_parameters(self.G_train, units))
+        return {k for k in self.params if any(k.startswith(u + ".") for u in units)}
 
     # -- losses ----------------------------------------------------------------------------------
 
@@ -545,6 +568,16 @@ def _describe_direction(direction: Any) -> dict[str, Any]:
 
 def _result(G, run: _Run, cfg, done, interrupted, out_device, clip, direction, base_fingerprint) -> nn.Module:
     out = run.G_train
+    adapter = None
+    if run.parameterization is not None:
+        # Bake the learned tensors into the weights, so the result is an ordinary generator; the
+        # adapter itself rides along as `G.adapter` (Save Adapter / nada.save_adapter write it).
+        with torch.no_grad():
+            baked = {k: v.detach().clone() for k, v in run.parameterization.overrides(out).items()}
+            params = dict(out.named_parameters())
+            for name, t in baked.items():
+                params[name].copy_(t)
+        adapter = run.parameterization.to_adapter()
     out.synthesis.gradient_checkpointing = False
     out.eval().requires_grad_(False)
     for p in out.parameters():
@@ -569,8 +602,20 @@ def _result(G, run: _Run, cfg, done, interrupted, out_device, clip, direction, b
         "selection_history": run.selection_history,
         "loss_history": [round(v, 6) for v in run.loss_history],
         "base_fingerprint": base_fingerprint,
+        "parameterization": cfg.parameterization,
     }
     out.metadata = meta
+    if adapter is not None:
+        adapter.metadata.update(
+            base_fingerprint=base_fingerprint,
+            base_config=G.config.to_dict(),
+            parameterization=cfg.parameterization,
+            rank=cfg.rank if cfg.parameterization == "lora" else None,
+            steps=done,
+            direction=meta["adaptation"]["direction"],
+            clip=meta["adaptation"]["clip"],
+        )
+    out.adapter = adapter
     return out
 
 

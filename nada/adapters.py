@@ -129,6 +129,10 @@ class Parameterization(nn.Module):
         """The learned tensors that belong to the given generator parameter names."""
         raise NotImplementedError
 
+    def named_tensors(self) -> dict[str, nn.Parameter]:
+        """The learned tensors keyed as in the adapter file (`<param>.lora_A`, `<layer>.style_scale`)."""
+        raise NotImplementedError
+
     def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
         raise NotImplementedError
 
@@ -167,11 +171,14 @@ class LoraParameterization(Parameterization):
         wanted = set(names)
         return [p for n in self.names if n in wanted for p in (self.a[_key(n)], self.b[_key(n)])]
 
-    def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
-        tensors = {}
+    def named_tensors(self) -> dict[str, nn.Parameter]:
+        out = {}
         for n in self.names:
-            tensors[f"{n}.lora_A"] = self.a[_key(n)].detach().clone()
-            tensors[f"{n}.lora_B"] = self.b[_key(n)].detach().clone()
+            out[f"{n}.lora_A"], out[f"{n}.lora_B"] = self.a[_key(n)], self.b[_key(n)]
+        return out
+
+    def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
+        tensors = {k: t.detach().clone() for k, t in self.named_tensors().items()}
         return Adapter("lora", tensors, dict(metadata or {}))
 
 
@@ -201,8 +208,11 @@ class ModulationParameterization(Parameterization):
         names = list(names)
         return [self.d[_key(layer)] for layer in self.layers if any(n.startswith(f"{layer}.") for n in names)]
 
+    def named_tensors(self) -> dict[str, nn.Parameter]:
+        return {f"{layer}.style_scale": self.d[_key(layer)] for layer in self.layers}
+
     def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
-        tensors = {f"{layer}.style_scale": self.d[_key(layer)].detach().clone() for layer in self.layers}
+        tensors = {k: t.detach().clone() for k, t in self.named_tensors().items()}
         return Adapter("modulation", tensors, dict(metadata or {}))
 
 

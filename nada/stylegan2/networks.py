@@ -335,6 +335,8 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         self.metadata: dict[str, Any] = dict(metadata or {})
+        # The learned tensors of a lora/modulation adaptation (a `nada.adapters.Adapter`), if any.
+        self.adapter: Any = None
         self.mapping = MappingNetwork(config)
         self.synthesis = SynthesisNetwork(config)
 
