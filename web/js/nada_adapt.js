@@ -2,7 +2,7 @@
 //
 // The Python node sends two events through the bridge (nodes/comfy_bridge.py, send_event):
 //   "nada.adapt.start"    {node, total, layers: [all trainable layer names]}
-//   "nada.adapt.progress" {node, step, total, loss, its, selected: [layer names] | null}
+//   "nada.adapt.progress" {node, step, total, loss, its, selected: [layer names trained this step]}
 // and, when it finishes, its UI result carries the whole curve ("nada_loss") so a cached run or a
 // reloaded page still shows it. Nothing here changes how the graph runs.
 import { app } from "../../../scripts/app.js";
@@ -14,8 +14,6 @@ const HEIGHT = 150;
 
 // node id (string) -> {total, steps: [], losses: [], layers: [], selected: Set, its}
 const runs = new Map();
-// node id (string) -> redraw function of that node's canvas
-const painters = new Map();
 
 function newRun(total, layers) {
   return { total: total || 0, steps: [], losses: [], layers: layers || [], selected: new Set(), its: 0 };
@@ -28,8 +26,11 @@ function runFor(id) {
 }
 
 function repaint(id) {
-  const paint = painters.get(String(id));
-  if (paint) paint();
+  // Look the node up when the event arrives: a node's id is only final after the workflow is loaded
+  // (nodeCreated runs before configure assigns the saved id).
+  const graph = app.graph;
+  const node = graph && (graph.getNodeById(Number(id)) || graph.getNodeById(id));
+  if (node && node.nadaPaintLossCurve) node.nadaPaintLossCurve();
 }
 
 function draw(canvas, run) {
@@ -90,7 +91,7 @@ function draw(canvas, run) {
   }
 
   if (run.layers.length) {
-    // One cell per trainable layer, lit when the adaptive selection picked it for this step.
+    // One cell per trainable layer, lit when it is trained (in auto mode: picked for this step).
     const cellW = plotW / run.layers.length;
     const top = height - stripHeight;
     run.layers.forEach((name, i) => {
@@ -125,7 +126,10 @@ api.addEventListener("executed", (event) => {
   const d = event.detail || {};
   const out = d.output || {};
   if (!Array.isArray(out.nada_loss)) return;
-  const run = newRun(out.nada_loss.length, runFor(d.node).layers);
+  const previous = runFor(d.node);
+  const run = newRun(out.nada_loss.length, previous.layers);
+  run.its = previous.its;
+  run.selected = previous.selected;
   out.nada_loss.forEach((v, i) => {
     run.steps.push(i + 1);
     run.losses.push(v);
@@ -150,13 +154,7 @@ app.registerExtension({
     });
     // The curve is a view of server events, not a parameter: keep it out of the saved workflow.
     widget.serialize = false;
-    const paint = () => draw(canvas, runFor(node.id));
-    painters.set(String(node.id), paint);
-    const removed = node.onRemoved;
-    node.onRemoved = function () {
-      painters.delete(String(node.id));
-      return removed?.apply(this, arguments);
-    };
-    requestAnimationFrame(paint);
+    node.nadaPaintLossCurve = () => draw(canvas, runFor(node.id));
+    requestAnimationFrame(() => node.nadaPaintLossCurve());
   },
 });
