@@ -17,3 +17,7 @@ class ClipError(NadaError):
 
 class DirectionError(NadaError, ValueError):
     """A CLIP direction cannot be made or used (identical or empty prompts, zero direction, ...)."""
+
+
+class FormatError(NadaError, ValueError):
+    """A checkpoint file cannot be read as a generator (unknown, truncated, unsafe or unsupported)."""

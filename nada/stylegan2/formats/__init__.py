@@ -1,0 +1,253 @@
+"""Reading and writing generators in every format people have, without running code from files.
+
+| format | how it is recognised (by content, not extension) | read with |
+|---|---|---|
+| ours (.safetensors) | 8-byte header length + JSON header | safetensors; config + provenance in the header |
+| rosinality / StyleGAN-NADA .pt | zip archive (or legacy torch pickle) | torch.load(weights_only=True) + argparse.Namespace |
+| NVIDIA StyleGAN2-ADA PyTorch .pkl | raw pickle with persistent networks | `SafeUnpickler` (allow-list, never executes) |
+| NVIDIA StyleGAN2 TensorFlow .pkl | raw pickle of dnnlib.tflib Networks | `SafeUnpickler` |
+
+    G = load_generator("ffhq.pkl")              # eval mode, gradients off, on the CPU
+    save_generator(G, "mine.safetensors")       # atomic; refuses to overwrite unless overwrite=True
+    export_rosinality(G, "mine.pt")             # for rosinality-based tools (StyleGAN-NADA, e4e, ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import ConfigError, FormatError
+from ...io import atomic_write, atomic_write_bytes
+from ..config import GeneratorConfig
+from ..networks import Generator
+from . import nvidia, rosinality
+from .safe_pickle import PersistentRecord, TFNetworkRecord, safe_load
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "nada.generator"
+FORMAT_VERSION = 1
+MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not a generator
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+__all__ = ["FormatError", "detect_format", "export_rosinality", "load_generator", "save_generator"]
+
+
+def detect_format(data: bytes) -> str:
+    """'safetensors', 'torch-zip', 'torch-legacy', 'pickle' or 'unknown', from the bytes alone."""
+    if len(data) >= 10 and data[8:9] == b"{":
+        n = int.from_bytes(data[:8], "little")
+        if 2 <= n <= min(MAX_HEADER, len(data) - 8):
+            return "safetensors"
+    if data[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if data[:1] == b"\x80" and len(data) > 2:
+        try:
+            first = pickle.Unpickler(io.BytesIO(data[:64])).load()
+        except Exception:
+            first = None
+        return "torch-legacy" if first == TORCH_LEGACY_MAGIC else "pickle"
+    return "unknown"
+
+
+def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, t in sd.items():
+        if not isinstance(t, torch.Tensor):
+            raise FormatError(f"{where}: entry {k!r} is not a tensor")
+        if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
+            raise FormatError(f"{where}: tensor {k} has dtype {t.dtype}; expected floating point weights")
+        t = t.detach().to(torch.float32)
+        if not torch.isfinite(t).all():
+            raise FormatError(f"{where}: tensor {k} contains NaN or Inf; the checkpoint is corrupt (re-download it)")
+        out[k] = t
+    return out
+
+
+def _build(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], where: str, w_avg_known: bool) -> Generator:
+    with torch.device("meta"):
+        G = Generator(cfg)
+    G.requires_grad_(False)
+    own = G.state_dict()
+    if not w_avg_known and "mapping.w_avg" not in sd:
+        sd = {**sd, "mapping.w_avg": torch.zeros(cfg.w_dim)}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise FormatError(
+            f"{where}: the tensors do not form a {cfg.img_resolution}px StyleGAN2 generator "
+            f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})"
+        )
+    for k, t in own.items():
+        if tuple(sd[k].shape) != tuple(t.shape):
+            raise FormatError(f"{where}: tensor {k} has shape {list(sd[k].shape)}, expected {list(t.shape)} "
+                              "for the architecture inferred from the file")
+    G.load_state_dict(sd, assign=True)
+    return G.eval()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path} is a folder, not a checkpoint file") from None
+    except OSError as e:
+        raise FormatError(f"cannot read {path}: {e.strerror}") from None
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Generator:
+    """Load a generator from any supported file; eval mode, gradients off, on `device`."""
+    path = Path(path)
+    data = _read(path)
+    where = path.name
+    kind = detect_format(data)
+    meta: dict[str, Any] = {}
+    w_avg_known = True
+    if kind == "safetensors":
+        cfg, sd, meta = _load_safetensors(data, where)
+    elif kind in ("torch-zip", "torch-legacy"):
+        cfg, sd, w_avg_known, meta = _load_torch(data, where, kind)
+    elif kind == "pickle":
+        obj = safe_load(data)
+        if isinstance(obj, dict) and "G_ema" in obj:
+            cfg, sd, info = nvidia.from_nvidia_pytorch(obj)
+            meta = {"source_format": "nvidia-pytorch-pkl", "nvidia": info}
+        elif isinstance(obj, (tuple, list)) and any(isinstance(x, TFNetworkRecord) for x in obj):
+            cfg, sd, info = nvidia.from_nvidia_tf(obj)
+            meta = {"source_format": "nvidia-tf-pkl", "nvidia": info}
+        elif isinstance(obj, PersistentRecord):
+            raise FormatError(f"{where} holds a single network ({obj.class_name}), not a network pickle with 'G_ema'")
+        else:
+            raise FormatError(f"{where} is a pickle but not a StyleGAN2 network pickle (found {type(obj).__name__})")
+        w_avg_known = "mapping.w_avg" in sd
+    else:
+        size = len(data)
+        raise FormatError(
+            f"{where} ({size} bytes) is not a generator file comfyui-nada can read: expected .safetensors, a "
+            "rosinality/StyleGAN-NADA .pt or an NVIDIA StyleGAN2(-ADA) .pkl"
+            + ("; it is empty" if size == 0 else "; it may be truncated or of another kind")
+        )
+    sd = _finite_float(sd, where)
+    try:
+        G = _build(cfg, sd, where, w_avg_known)
+    except ConfigError as e:
+        raise FormatError(f"{where}: {e}") from None
+    if not w_avg_known:
+        with torch.no_grad():
+            G.mapping.w_avg.copy_(G.mapping.estimate_w_avg())
+        meta["w_avg"] = "estimated from 4096 seeded samples (the file has no average w)"
+    meta.setdefault("source_file", path.name)
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    G.metadata = meta
+    return G.to(device)
+
+
+def _load_torch(data: bytes, where: str, kind: str):
+    if kind == "torch-zip":
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile as e:
+            raise FormatError(f"{where} is a damaged or truncated PyTorch archive ({e}); re-download it") from None
+        if not any(n.endswith("data.pkl") for n in names):
+            raise FormatError(f"{where} is a zip file but not a PyTorch checkpoint (no data.pkl)")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        hint = msg.split("Unsupported global:")[-1].split("which")[0].strip() if "Unsupported global" in msg else ""
+        raise FormatError(
+            f"{where} was refused: it asks to load {hint or 'something other than tensors'}, which a StyleGAN "
+            "checkpoint never needs and which could run code from the file"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
+        raise FormatError(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
+                          "it may be truncated, re-download it") from None
+    sd, latent_avg, info = rosinality.unwrap_checkpoint(obj)
+    if rosinality.is_rosinality(sd):
+        cfg, ours = rosinality.from_rosinality(sd)
+        if latent_avg is not None:
+            ours["mapping.w_avg"] = latent_avg.reshape(-1)
+        return cfg, ours, latent_avg is not None, {"source_format": "rosinality-pt", "checkpoint": info}
+    cfg = nvidia.config_from_ours(sd)
+    return cfg, dict(sd), "mapping.w_avg" in sd, {"source_format": "state-dict-pt", "checkpoint": info}
+
+
+def _load_safetensors(data: bytes, where: str):
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    try:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n])
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{where} is a damaged .safetensors file ({e}); re-download or re-save it") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME:
+        if "format" in meta and meta["format"] == "nada.adapter":
+            raise FormatError(f"{where} is a NADA adapter, not a generator; apply it with Apply Adapters / nada.apply_adapters")
+        cfg = nvidia.config_from_ours(tensors)
+        return cfg, tensors, {"source_format": "safetensors-state-dict"}
+    try:
+        version = int(meta.get("format_version", "0"))
+        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+        extra = json.loads(meta.get("metadata", "{}"))
+    except (KeyError, ValueError, ConfigError) as e:
+        raise FormatError(f"{where}: the generator description in the header is invalid ({e})") from None
+    if version > FORMAT_VERSION:
+        raise FormatError(f"{where} was written by a newer comfyui-nada (format {version}); update comfyui-nada")
+    extra = extra if isinstance(extra, dict) else {}
+    extra.setdefault("source_format", "nada-safetensors")
+    return cfg, tensors, extra
+
+
+def save_generator(
+    G: Generator,
+    path: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write G as .safetensors with its config and provenance (G.metadata + `metadata`) in the header.
+
+    Atomic, and refuses to replace an existing file unless `overwrite=True`. `dtype=torch.float16`
+    halves the file; loading casts back to float32.
+    """
+    from safetensors.torch import save as st_save
+
+    meta = {**(getattr(G, "metadata", None) or {}), **(metadata or {})}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None else v).detach().to("cpu").contiguous()
+        for k, v in G.state_dict().items()
+    }
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(G.config.to_dict()),
+        "metadata": json.dumps(meta, default=str),
+        "fingerprint": G.fingerprint(),
+    }
+    return atomic_write_bytes(Path(path), st_save(tensors, metadata=header), overwrite=overwrite)
+
+
+def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write G as a rosinality `.pt` ({'g_ema', 'latent_avg'}) for StyleGAN-NADA, e4e, ReStyle, ..."""
+    sd = {k: v.detach().to("cpu") for k, v in G.state_dict().items()}
+    g_ema = rosinality.to_rosinality(G.config, sd)
+    obj = {"g_ema": g_ema, "latent_avg": sd["mapping.w_avg"].clone()}
+    return atomic_write(Path(path), lambda f: torch.save(obj, f), overwrite=overwrite)

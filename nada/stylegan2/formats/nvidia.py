@@ -1,0 +1,210 @@
+"""NVIDIA StyleGAN2 / StyleGAN2-ADA pickles, PyTorch and TensorFlow, read as data (see safe_pickle).
+
+PyTorch (stylegan2-ada-pytorch): the pickle is a dict whose `G_ema` is a persistent network; its
+state holds `_parameters`, `_buffers`, `_modules` and the constructor's `_init_kwargs`. Parameter
+names already match ours (we use NVIDIA's layout), minus the fixed `resample_filter` buffers.
+
+TensorFlow (stylegan2 / stylegan2-ada TF): the pickle is (G, D, Gs) of `dnnlib.tflib.Network`s whose
+state lists each network's variables as numpy arrays. We take Gs and convert: dense and conv weights
+to PyTorch layouts, `mod_bias + 1` for the style affine bias (TF adds the 1 at run time), the
+upsampling convs' kernels flipped (TF's transposed convolution runs the kernel the other way round),
+`dlatent_avg` to `w_avg`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import FormatError
+from ..config import GeneratorConfig
+from ..ops import make_filter
+from .safe_pickle import PersistentRecord, TFNetworkRecord
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch
+
+
+def _flatten(record: Any, prefix: str, out: dict[str, torch.Tensor], depth: int = 0) -> None:
+    if depth > 32:
+        raise FormatError("the network in the pickle is nested too deeply; the file is damaged")
+    state = getattr(record, "state", None)
+    if not isinstance(state, dict):
+        raise FormatError(f"network entry {prefix or 'G_ema'} has no readable state")
+    for group in ("_parameters", "_buffers"):
+        for name, t in (state.get(group) or {}).items():
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise FormatError(f"{prefix}{name} in the pickle is not a tensor")
+            out[f"{prefix}{name}"] = t
+    for name, sub in (state.get("_modules") or {}).items():
+        if sub is not None:
+            _flatten(sub, f"{prefix}{name}.", out, depth + 1)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return repr(v)
+
+
+def _infer_arch(sd: dict[str, torch.Tensor], resolutions: tuple[int, ...]) -> str:
+    if any(k.endswith(".skip.weight") for k in sd):
+        return "resnet"
+    if len(resolutions) > 1 and f"synthesis.b{resolutions[0]}.torgb.weight" not in sd:
+        return "orig"
+    return "skip"
+
+
+def config_from_ours(sd: dict[str, torch.Tensor], kwargs: dict[str, Any] | None = None) -> GeneratorConfig:
+    """Infer our config from a state dict in our naming (+ NVIDIA init kwargs for what tensors lack)."""
+    kwargs = kwargs or {}
+    blocks = sorted(int(m.group(1)) for k in sd if (m := re.match(r"^synthesis\.b(\d+)\.conv1\.weight$", k)))
+    if not blocks:
+        raise FormatError("no synthesis blocks found (synthesis.b4.conv1.weight ...); not a StyleGAN2 generator")
+    resolutions = tuple(blocks)
+    if resolutions != tuple(4 * 2**i for i in range(len(resolutions))):
+        raise FormatError(f"synthesis blocks {list(resolutions)} are not 4, 8, 16, ...; unsupported generator")
+    fcs = sorted(int(m.group(1)) for k in sd if (m := re.match(r"^mapping\.fc(\d+)\.weight$", k)))
+    if not fcs or fcs != list(range(len(fcs))):
+        raise FormatError("no mapping layers (mapping.fc0 ...) found; not a StyleGAN2 generator")
+    channels = tuple(int(sd[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions)
+    w_dim = int(sd[f"mapping.fc{fcs[-1]}.weight"].shape[0])
+    in_features = int(sd["mapping.fc0.weight"].shape[1])
+    c_dim = int(sd["mapping.embed.weight"].shape[1]) if "mapping.embed.weight" in sd else 0
+    embed = int(sd["mapping.embed.weight"].shape[0]) if c_dim else None
+    z_dim = in_features - (embed or 0)
+    hidden = int(sd["mapping.fc0.weight"].shape[0]) if len(fcs) > 1 else None
+    last_rgb = f"synthesis.b{resolutions[-1]}.torgb.weight"
+    if last_rgb not in sd:
+        raise FormatError(f"{last_rgb} is missing; the generator is incomplete")
+    mk = kwargs.get("mapping_kwargs") or {}
+    sk = kwargs.get("synthesis_kwargs") or {}
+    clamp = sk.get("conv_clamp", kwargs.get("conv_clamp"))
+    try:
+        return GeneratorConfig(
+            img_resolution=resolutions[-1],
+            channels=channels,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            c_dim=c_dim,
+            img_channels=int(sd[last_rgb].shape[0]),
+            mapping_layers=len(fcs),
+            mapping_lr_mul=float(mk.get("lr_multiplier", 0.01)),
+            mapping_layer_features=hidden if hidden != w_dim else None,
+            mapping_embed_features=embed if embed != w_dim else None,
+            architecture=_infer_arch(sd, resolutions),
+            conv_clamp=float(clamp) if clamp is not None else None,
+        )
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"the generator's settings cannot be used: {e}") from None
+
+
+def from_nvidia_pytorch(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(data, dict) or "G_ema" not in data:
+        found = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
+        raise FormatError(f"the pickle holds no 'G_ema' generator (found {found}); not a StyleGAN2-ADA network pickle")
+    rec = data["G_ema"]
+    if not isinstance(rec, PersistentRecord):
+        raise FormatError("'G_ema' in the pickle is not a network; the file is damaged or not StyleGAN2-ADA")
+    sd: dict[str, torch.Tensor] = {}
+    _flatten(rec, "", sd)
+    if any(re.match(r"^synthesis\.L\d+_", k) for k in sd) or "synthesis.input.affine.weight" in sd:
+        raise FormatError("this is a StyleGAN3 network; comfyui-nada supports StyleGAN2 / StyleGAN2-ADA generators")
+    kernel = make_filter()
+    for k in [k for k in sd if k.endswith("resample_filter")]:
+        if sd[k].shape != kernel.shape or not torch.allclose(sd[k].float(), kernel, atol=1e-6):
+            raise FormatError(f"{k} is not the standard [1,3,3,1] filter; this generator variant is not supported")
+        del sd[k]
+    kwargs = _plain(rec.state.get("_init_kwargs") or {})
+    cfg = config_from_ours(sd, kwargs)
+    info = {"class_name": rec.class_name, "init_kwargs": kwargs}
+    return cfg, sd, info
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow
+
+
+def _t(a: Any, name: str) -> torch.Tensor:
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise FormatError(f"TensorFlow variable {name} is not a numeric array")
+    return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32, copy=False).copy())
+
+
+def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    nets = data if isinstance(data, (tuple, list)) else (data,)
+    gs = [n for n in nets if isinstance(n, TFNetworkRecord)]
+    if not gs:
+        raise FormatError("the pickle holds no TensorFlow networks; not a StyleGAN2 TensorFlow pickle")
+    Gs = gs[-1]  # (G, D, Gs): the moving-average generator is last
+    comps = Gs.components
+    mapping, synthesis = comps.get("mapping"), comps.get("synthesis")
+    if not isinstance(mapping, TFNetworkRecord) or not isinstance(synthesis, TFNetworkRecord):
+        raise FormatError("the TensorFlow generator has no mapping/synthesis components; unsupported network")
+    mv, sv, gv = mapping.variables, synthesis.variables, Gs.variables
+    if any("Conv0_up" not in k and re.match(r"^\d+x\d+/Conv0$", k.rsplit("/", 1)[0]) for k in sv):
+        raise FormatError("this TensorFlow network has no upsampling convs; only StyleGAN2 generators are supported")
+    sd: dict[str, torch.Tensor] = {}
+    dense = sorted(int(m.group(1)) for k in mv if (m := re.match(r"^Dense(\d+)/weight$", k)))
+    if not dense:
+        raise FormatError("the TensorFlow mapping network has no Dense layers; unsupported network")
+    for i in dense:
+        sd[f"mapping.fc{i}.weight"] = _t(mv[f"Dense{i}/weight"], f"Dense{i}/weight").T.contiguous()
+        sd[f"mapping.fc{i}.bias"] = _t(mv[f"Dense{i}/bias"], f"Dense{i}/bias")
+    for key in ("LabelEmbed", "Embed", "LabelConcat"):
+        if f"{key}/weight" in mv:
+            sd["mapping.embed.weight"] = _t(mv[f"{key}/weight"], key).T.contiguous()
+            bias = mv.get(f"{key}/bias")
+            sd["mapping.embed.bias"] = _t(bias, key) if bias is not None else torch.zeros(sd["mapping.embed.weight"].shape[0])
+    if "dlatent_avg" in gv:
+        sd["mapping.w_avg"] = _t(gv["dlatent_avg"], "dlatent_avg").reshape(-1)
+    res_names = sorted({int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))})
+    noise_idx = 0
+    for res in res_names:
+        p = f"{res}x{res}"
+        o = f"synthesis.b{res}"
+        if res == 4:
+            sd[f"{o}.const"] = _t(sv[f"{p}/Const/const"], "Const").reshape(sv[f"{p}/Const/const"].shape[1:])
+            convs = [("Conv", "conv1", False)]
+        else:
+            convs = [("Conv0_up", "conv0", True), ("Conv1", "conv1", False)]
+        for tf_name, ours, flip in convs:
+            v = f"{p}/{tf_name}"
+            if f"{v}/weight" not in sv:
+                raise FormatError(f"TensorFlow variable {v}/weight is missing; unsupported or damaged network")
+            w = _t(sv[f"{v}/weight"], v).permute(3, 2, 0, 1)
+            sd[f"{o}.{ours}.weight"] = (w.flip([2, 3]) if flip else w).contiguous()
+            sd[f"{o}.{ours}.affine.weight"] = _t(sv[f"{v}/mod_weight"], v).T.contiguous()
+            sd[f"{o}.{ours}.affine.bias"] = _t(sv[f"{v}/mod_bias"], v) + 1
+            sd[f"{o}.{ours}.bias"] = _t(sv[f"{v}/bias"], v)
+            sd[f"{o}.{ours}.noise_strength"] = _t(sv[f"{v}/noise_strength"], v).reshape(())
+            noise = sv.get(f"noise{noise_idx}")
+            if noise is None:
+                raise FormatError(f"TensorFlow noise input noise{noise_idx} is missing; damaged network")
+            sd[f"{o}.{ours}.noise_const"] = _t(noise, "noise").reshape(noise.shape[-2:])
+            noise_idx += 1
+        if f"{p}/ToRGB/weight" in sv:
+            v = f"{p}/ToRGB"
+            sd[f"{o}.torgb.weight"] = _t(sv[f"{v}/weight"], v).permute(3, 2, 0, 1).contiguous()
+            sd[f"{o}.torgb.affine.weight"] = _t(sv[f"{v}/mod_weight"], v).T.contiguous()
+            sd[f"{o}.torgb.affine.bias"] = _t(sv[f"{v}/mod_bias"], v) + 1
+            sd[f"{o}.torgb.bias"] = _t(sv[f"{v}/bias"], v)
+        if f"{p}/Skip/weight" in sv:
+            sd[f"{o}.skip.weight"] = _t(sv[f"{p}/Skip/weight"], "Skip").permute(3, 2, 0, 1).contiguous()
+    kw = {**Gs.static_kwargs, **synthesis.static_kwargs}
+    kwargs = {"mapping_kwargs": {"lr_multiplier": float(mapping.static_kwargs.get("mapping_lrmul", 0.01))},
+              "synthesis_kwargs": {"conv_clamp": kw.get("conv_clamp")}}
+    cfg = config_from_ours(sd, kwargs)
+    info = {"tf_networks": [n.name for n in gs], "static_kwargs": _plain(Gs.static_kwargs)}
+    return cfg, sd, info

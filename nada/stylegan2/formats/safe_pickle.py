@@ -1,0 +1,219 @@
+"""A pickle reader that never runs code from the file.
+
+NVIDIA's StyleGAN pickles rebuild their networks by executing Python source embedded in the file
+(`torch_utils.persistence` for PyTorch, `dnnlib.tflib.Network.__setstate__` for TensorFlow). We read
+the same bytes with `SafeUnpickler`, whose `find_class` maps an explicit allow-list of global names to
+harmless stand-ins of our own: network objects become plain records of their state, tensors are
+rebuilt by torch's weights-only loader, numpy arrays by numpy's data-only constructors. Any other
+global, anything that would call a function we do not know, is refused with `FormatError` naming it.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import FormatError
+
+
+class PersistentRecord:
+    """What NVIDIA's `_reconstruct_persistent_obj` would have rebuilt: the class name and its state.
+
+    The embedded module source is kept only as its length, never executed.
+    """
+
+    def __init__(self, meta: dict[str, Any]):
+        if not isinstance(meta, dict) or meta.get("type") not in ("class", None):
+            raise FormatError("unexpected persistent-object record in the pickle; the file may be damaged")
+        self.class_name = str(meta.get("class_name", ""))
+        self.module_src_len = len(meta.get("module_src") or "")
+        self.state = meta.get("state") or {}
+
+    def __repr__(self) -> str:
+        return f"PersistentRecord({self.class_name})"
+
+
+class TFNetworkRecord:
+    """A `dnnlib.tflib.Network` as data: the state its `__setstate__` receives, without building it."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise FormatError("unexpected TensorFlow network state in the pickle; the file may be damaged")
+        self.state = state
+
+    @property
+    def name(self) -> str:
+        return str(self.state.get("name", ""))
+
+    @property
+    def variables(self) -> dict[str, np.ndarray]:
+        return {str(k): v for k, v in self.state.get("variables", [])}
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return dict(self.state.get("components") or {})
+
+    @property
+    def static_kwargs(self) -> dict[str, Any]:
+        return dict(self.state.get("static_kwargs") or {})
+
+
+class EasyDictRecord(dict):
+    """dnnlib.EasyDict as a plain dict."""
+
+
+class _ModuleRecord:
+    """A torch.nn module pickled the default way (by `copyreg._reconstructor`), as data."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state if isinstance(state, dict) else {}
+
+
+def _load_storage_bytes(data: bytes) -> Any:
+    """torch.storage._load_from_bytes, weights-only."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise FormatError("a tensor storage in the pickle is not bytes; the file may be damaged")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as e:  # torch raises several types for bad data
+        raise FormatError(f"a tensor storage in the pickle cannot be read safely ({e})") from None
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    from torch._utils import _rebuild_tensor_v2
+
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    if not isinstance(data, torch.Tensor):
+        raise FormatError("a parameter in the pickle is not a tensor; the file may be damaged")
+    return data
+
+
+def _rebuild_from_type(func, new_type, args, state):
+    if func not in _SAFE_FUNCTIONS:
+        raise FormatError("a tensor in the pickle is rebuilt by an unknown function; refused for safety")
+    return func(*args)
+
+
+def _reconstructor(cls, base, state):
+    if cls not in (TFNetworkRecord, _ModuleRecord) or base is not object:
+        raise FormatError(f"the pickle asks to build {getattr(cls, '__name__', cls)!r}; refused for safety")
+    return cls.__new__(cls)
+
+
+def _np_reconstruct(cls, shape, dtype):
+    if cls is not np.ndarray:
+        raise FormatError("the pickle asks to build a numpy array subclass; refused for safety")
+    # numpy pickles start from an empty array and fill it from the data that follows; a large shape
+    # here would only allocate memory the data never fills.
+    if int(np.prod(shape)) > 1:
+        raise FormatError("the pickle asks for a pre-sized numpy array; refused (the file is not a plain numpy pickle)")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _np_scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise FormatError("the pickle holds a numpy scalar of an object dtype; refused for safety")
+    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+
+
+def _np_dtype(spec, align=False, copy=False):
+    dt = np.dtype(spec)
+    if dt.hasobject:
+        raise FormatError("the pickle holds a numpy array of Python objects; refused for safety")
+    return dt
+
+
+class _TypeRef:
+    """A class named in the pickle only as a type tag (e.g. of `_rebuild_from_type_v2`); never called."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        raise FormatError(f"the pickle asks to call {self.name}(...) directly; refused for safety")
+
+
+_SAFE_FUNCTIONS = {_rebuild_tensor, _rebuild_parameter, _load_storage_bytes}
+
+_TORCH_STORAGES = {
+    name: getattr(torch, name)
+    for name in (
+        "FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+        "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage",
+    )
+    if hasattr(torch, name)
+}  # fmt: skip
+
+ALLOWED: dict[tuple[str, str], Any] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
+    ("dnnlib.util", "EasyDict"): EasyDictRecord,
+    ("dnnlib", "EasyDict"): EasyDictRecord,
+    ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+    ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+    ("torch.nn.parameter", "Parameter"): _TypeRef("torch.nn.Parameter"),
+    ("torch", "Tensor"): _TypeRef("torch.Tensor"),
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _np_scalar,
+    ("numpy._core.multiarray", "scalar"): _np_scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _np_dtype,
+}
+for _module in ("torch.nn.modules.container", "torch.nn.modules.module"):
+    for _cls in ("ModuleList", "ModuleDict", "Sequential", "Module"):
+        ALLOWED[(_module, _cls)] = _ModuleRecord
+for _name, _storage in _TORCH_STORAGES.items():
+    ALLOWED[("torch", _name)] = _storage
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler restricted to `ALLOWED`; refuses persistent ids and every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED[(module, name)]
+        except KeyError:
+            raise FormatError(
+                f"the pickle refers to {module}.{name}, which comfyui-nada does not load: a checkpoint "
+                "never needs it, and loading it could run code from the file. The file is refused for "
+                "safety; if it is a genuine StyleGAN2 checkpoint, please report it"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise FormatError("the pickle uses external references (persistent ids), which a plain "
+                          "StyleGAN pickle does not; refused")
+
+
+def safe_load(data: bytes) -> Any:
+    """Unpickle `data` without running code from it."""
+    try:
+        return SafeUnpickler(io.BytesIO(data)).load()
+    except FormatError:
+        raise
+    except RecursionError:
+        raise FormatError("the pickle is nested too deeply; the file is damaged or hostile") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeDecodeError, OverflowError, MemoryError, RuntimeError, struct_error()) as e:
+        raise FormatError(f"the pickle is damaged or truncated ({type(e).__name__}: {e})") from None
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
