@@ -14,8 +14,9 @@ package `nada` and as a subpackage of the ComfyUI node pack.
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from .clip import ClipEnsemble, ClipModel, clip_ensemble, load_clip
 from .directions import Direction, combine_directions, image_direction, text_direction
-from .errors import ConfigError, NadaError
+from .errors import ConfigError, FormatError, NadaError
 from .stylegan2 import Generator, GeneratorConfig
+from .stylegan2.formats import export_rosinality, load_generator, save_generator
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "ClipEnsemble",
     "ClipModel",
     "ConfigError",
+    "FormatError",
     "Direction",
     "Generator",
     "GeneratorConfig",
@@ -33,10 +35,13 @@ __all__ = [
     "apply_adapters",
     "clip_ensemble",
     "combine_directions",
+    "export_rosinality",
     "extract_adapter",
     "image_direction",
     "load_adapter",
     "load_clip",
+    "load_generator",
     "save_adapter",
+    "save_generator",
     "text_direction",
 ]
