@@ -27,6 +27,8 @@ STYLEGAN_EXTENSIONS = frozenset({".pt", ".pkl", ".safetensors"})
 OPEN_CLIP_EXTENSIONS = frozenset({".safetensors", ".bin", ".pt", ".pth"})
 STYLEGAN_FOLDER = "stylegan"
 OPEN_CLIP_FOLDER = "open_clip"
+ADAPTER_FOLDER = "stylegan_adapters"
+ADAPTER_EXTENSIONS = frozenset({".safetensors"})
 
 _MISSING = object()
 _modules: dict[str, Any] = {}
@@ -126,13 +128,18 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 
 def register_folders() -> None:
-    """Register models/stylegan + output/stylegan and models/open_clip (idempotent)."""
+    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent)."""
     _merge_folder(
         STYLEGAN_FOLDER,
         [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory()],
         STYLEGAN_EXTENSIONS,
     )
     _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
+    _merge_folder(
+        ADAPTER_FOLDER,
+        [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],
+        ADAPTER_EXTENSIONS,
+    )
 
 
 def folder_paths_of(name: str) -> list[str]:
