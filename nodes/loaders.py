@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import nada
+from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
 
 CATEGORY = "StyleGAN-NADA/loaders"
@@ -51,7 +51,7 @@ class LoadStyleGAN2:
 
     def load(self, model_name):
         path = bridge.full_path(bridge.STYLEGAN_FOLDER, model_name)
-        return (nada.load_generator(path),)
+        return (nada_formats.load_generator(path),)
 
 
 NADA_NODES = [LoadStyleGAN2]

@@ -286,6 +286,10 @@ def test_web_extension_loads_without_console_errors(comfy):
     if executable is None:
         pytest.skip("no chromium executable (apt-get install chromium, or set CHROMIUM)")
     client, base, _ = comfy
+    # A fresh user: skip the template gallery and the minimap so the canvas is what a screenshot shows.
+    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False),
+                           ("Comfy.Graph.CanvasInfo", False)):
+        client.post_json(f"/settings/{setting}", value)
     browser = Browser(executable)
     try:
         browser.navigate(client.base + "/")
@@ -321,14 +325,47 @@ def test_web_extension_loads_without_console_errors(comfy):
             ours = ui_to_api(workflow, client.get_json("/object_info"))
             assert _strip_meta(frontend_prompt) == _strip_meta(ours), path.name
             if shots:
-                browser.evaluate("app.canvas.ds.scale = 0.8; app.canvas.ds.offset = [20, 40]; app.canvas.setDirty(true, true)")
-                browser.pump(1)
-                browser.screenshot(str(Path(shots) / f"{path.stem}.png"))
+                _run_in_browser_and_screenshot(browser, client, ours, base, Path(shots) / f"{path.stem}.png")
         ours_errors = [e for e in browser.console if "nada" in e.lower()]
         print("chromium console errors (all):", json.dumps(browser.console, indent=1))
         assert ours_errors == []
     finally:
         browser.close()
+
+
+def _run_in_browser_and_screenshot(browser, client, prompt, base, out: Path) -> None:
+    """Queue the workflow from the page (on the tiny models) and screenshot the canvas with its results."""
+    from tests.nodes.fixtures import shrink_for_test
+
+    small = shrink_for_test(prompt, base=base, steps=12)
+    browser.evaluate(f"""(() => {{
+        const prompt = {json.dumps(small)};
+        for (const [id, n] of Object.entries(prompt)) {{
+            const node = app.graph.getNodeById(Number(id));
+            for (const w of (node && node.widgets) || []) {{
+                const v = n.inputs[w.name];
+                if (v !== undefined && !Array.isArray(v)) w.value = v;
+            }}
+        }}
+        const adapt = Object.entries(prompt).find(([, n]) => n.class_type === "NADA_Adapt");
+        if (adapt) {{
+            const w = app.graph.getNodeById(Number(adapt[0])).widgets.find(w => w.name === "reuse_saved");
+            w.value = false;
+        }}
+    }})()""")
+    browser.evaluate("app.queuePrompt(0, 1)")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    browser.pump(1)
+    while time.monotonic() < deadline:
+        q = client.get_json("/queue")
+        if not q["queue_running"] and not q["queue_pending"]:
+            break
+        browser.pump(0.5)
+    browser.pump(2.5)
+    browser.evaluate("app.canvas.ds.scale = 0.85; app.canvas.ds.offset = [30, 40]; app.canvas.setDirty(true, true)")
+    browser.pump(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    browser.screenshot(str(out))
 
 
 def _strip_meta(prompt):

@@ -1,4 +1,4 @@
-"""Test models for running the example workflows: a tiny generator, the bundled tiny CLIP, a style image.
+"""Test models for running the example workflows: a tiny generator, a micro CLIP, a style image.
 
 Shared by the CI workflow tests (tests/nodes) and the real-ComfyUI integration test: both put these
 files into a models folder and rewrite the workflows' model choices and sizes with `shrink_for_test`.
@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_CLIP_DIR = ROOT / "nada" / "assets" / "tiny_clip"
 GENERATOR_FILE = "tiny.safetensors"
 STYLE_IMAGE = "nada_test_style.png"
 
@@ -30,21 +29,22 @@ def make_tiny_generator(nada, seed: int = 0):
     return G
 
 
-def tiny_clip_files() -> tuple[Path, Path]:
-    """(weights, config json) of the bundled tiny CLIP."""
-    weights, config = TINY_CLIP_DIR / "weights.safetensors", TINY_CLIP_DIR / "config.json"
-    assert weights.is_file() and config.is_file(), f"tiny CLIP missing in {TINY_CLIP_DIR}"
+def write_test_clip(folder: Path) -> tuple[Path, Path]:
+    """The tests' micro CLIP (seeded random weights, tiny towers) as (weights, config json) in `folder`."""
+    from tests.clip_fixtures import write_micro_clip
+
+    config, weights, _ = write_micro_clip(folder)
     return weights, config
 
 
 def tiny_clip_architecture() -> str:
-    """The label the Load CLIP node gets for the tiny CLIP (its architecture comes from the config)."""
-    return "tiny-clip"
+    """The label the Load CLIP node gets for the test CLIP (its architecture comes from the config)."""
+    return "test-clip"
 
 
 def clip_weights_name() -> str:
-    """The name the Load CLIP node lists for the tiny CLIP once installed in models/open_clip."""
-    return f"nada-tiny-clip{tiny_clip_files()[0].suffix}"
+    """The name the Load CLIP node lists for the test CLIP once installed in models/open_clip."""
+    return "nada-test-clip.safetensors"
 
 
 def style_image() -> np.ndarray:
@@ -55,14 +55,14 @@ def style_image() -> np.ndarray:
 
 
 def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
-    """Write the tiny generator to `stylegan_dir`, the tiny CLIP to base/models/open_clip and the style
+    """Write the tiny generator to `stylegan_dir`, the micro CLIP to base/models/open_clip and the style
     image to base/input (ComfyUI's layout under --base-directory)."""
     stylegan_dir.mkdir(parents=True, exist_ok=True)
     G = make_tiny_generator(pack.nada)
     pack.nada.stylegan2.formats.save_generator(G, stylegan_dir / GENERATOR_FILE)
     clip_dir = base / "models" / "open_clip"
+    weights, config = write_test_clip(base / "clip-src")
     clip_dir.mkdir(parents=True, exist_ok=True)
-    weights, config = tiny_clip_files()
     dest = clip_dir / clip_weights_name()
     shutil.copyfile(weights, dest)
     shutil.copyfile(config, dest.with_suffix(".json"))

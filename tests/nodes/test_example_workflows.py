@@ -1,0 +1,98 @@
+"""The example workflows are valid against our node definitions and run end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.nodes.fixtures import (
+    GENERATOR_FILE,
+    STYLE_IMAGE,
+    install_test_models,
+    shrink_for_test,
+    style_image,
+)
+from tests.nodes.run_workflow import CORE_NODE_DEFS, run_prompt
+from tests.nodes.workflow_api import node_info, ui_to_api, validate_ui_workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
+EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation"}
+
+
+def definitions(pack, lenient_files: bool):
+    defs = {k: node_info(v) for k, v in pack.NODE_CLASS_MAPPINGS.items()}
+    defs.update(json.loads(json.dumps(CORE_NODE_DEFS)))
+    if lenient_files:
+        # Which model files exist depends on the machine; the examples name the usual ones.
+        for node_id, field in (("NADA_LoadStyleGAN2", "model_name"), ("NADA_LoadCLIP", "weights")):
+            defs[node_id]["input"]["required"][field] = ["STRING", {}]
+    return defs
+
+
+def test_the_examples_exist_with_thumbnails_named_alike():
+    assert {p.stem for p in EXAMPLES} == EXPECTED
+    for p in EXAMPLES:
+        assert p.with_suffix(".jpg").is_file(), f"thumbnail for {p.name}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_is_valid_for_our_nodes(pack, bridge, path):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    assert validate_ui_workflow(workflow, definitions(pack, lenient_files=True)) == []
+    assert all(n["type"] in pack.NODE_CLASS_MAPPINGS or n["type"] in CORE_NODE_DEFS for n in workflow["nodes"])
+
+
+def test_validation_catches_broken_workflows(pack, bridge):
+    workflow = json.loads((ROOT / "example_workflows" / "nada_text_guided.json").read_text(encoding="utf-8"))
+    defs = definitions(pack, lenient_files=True)
+    adapt = next(n for n in workflow["nodes"] if n["type"] == "NADA_Adapt")
+    adapt["widgets_values"][0] = 10**9  # steps above the maximum
+    workflow["links"][0][5] = "IMAGE"  # a link typed differently from its output
+    render = next(n for n in workflow["nodes"] if n["type"] == "NADA_RenderLatent")
+    render["inputs"][0]["name"] = "model"  # an input that does not exist
+    problems = "\n".join(validate_ui_workflow(workflow, defs))
+    assert "above the maximum" in problems and "is typed IMAGE" in problems and "'model' does not exist" in problems
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs_end_to_end_on_tiny_models(pack, bridge, path, tmp_path):
+    install_test_models(pack, stylegan_dir=tmp_path / "models" / "stylegan", base=tmp_path)
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    prompt = shrink_for_test(ui_to_api(workflow, definitions(pack, lenient_files=False)))
+    assert validate_ui_workflow(workflow, definitions(pack, lenient_files=True)) == []
+    image = torch.from_numpy(style_image()).float().div(255)[None]
+    run = run_prompt(prompt, pack.NODE_CLASS_MAPPINGS, load_image={STYLE_IMAGE: image})
+    assert run.sink_images, "the workflow produced no images"
+    for nid, images in run.sink_images.items():
+        assert images.ndim == 4 and images.shape[-1] == 3, nid
+        assert images.dtype == torch.float32 and 0 <= images.min() and images.max() <= 1
+        title = prompt[nid]["_meta"]["title"]
+        if title == "Loss curve":
+            assert images.shape[0] == 1
+        else:
+            assert images.shape[1:3] == (16, 16), title
+
+    kinds = {nid: n["class_type"] for nid, n in prompt.items()}
+    if "NADA_InterpolateLatents" in kinds.values():
+        frames = next(prompt[i]["inputs"]["frames"] for i, k in kinds.items() if k == "NADA_InterpolateLatents")
+        assert all(images.shape[0] == frames for images in run.sink_images.values())
+    if "NADA_Adapt" in kinds.values():
+        adapt_id = next(i for i, k in kinds.items() if k == "NADA_Adapt")
+        G2 = run.outputs[adapt_id][0]
+        base = run.outputs[next(i for i, k in kinds.items() if k == "NADA_LoadStyleGAN2")][0]
+        assert G2.fingerprint() != base.fingerprint()
+    if "NADA_SaveGenerator" in kinds.values():
+        saved = sorted((tmp_path / "output" / "stylegan").rglob("*.safetensors"))
+        saved = [p for p in saved if "nada-autosave" not in p.parts]
+        assert len(saved) == 1
+        rel = saved[0].relative_to(tmp_path / "output" / "stylegan").as_posix()
+        assert rel in bridge.list_files("stylegan")
+        (loaded,) = pack.NODE_CLASS_MAPPINGS["NADA_LoadStyleGAN2"]().load(rel)
+        assert loaded.fingerprint() == G2.fingerprint()
+        assert loaded.metadata.get("adaptation", {}).get("steps") == prompt[adapt_id]["inputs"]["steps"]
+    # The input generator file is untouched.
+    assert (tmp_path / "models" / "stylegan" / GENERATOR_FILE).is_file()
