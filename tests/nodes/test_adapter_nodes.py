@@ -1,0 +1,58 @@
+"""Adapter nodes: adapt with lora, save the adapter, load it, apply it with strengths."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def render(G):
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(4))
+    return G(z, noise_mode="const")
+
+
+@pytest.fixture
+def adapted(pack, tiny_generator, tiny_clip, tiny_direction):
+    cfg = pack.nada.adapt.AdaptConfig(steps=2, parameterization="modulation")
+    return pack.nada.adapt.adapt(tiny_generator, tiny_clip, tiny_direction, cfg)
+
+
+def test_save_load_apply_round_trip(pack, bridge, tiny_generator, adapted):
+    nodes = pack.NODE_CLASS_MAPPINGS
+    ui = nodes["NADA_SaveAdapter"]().save(adapted, "sketch", half_precision=False)
+    assert "saved stylegan_adapters/sketch_00001.safetensors" in ui["ui"]["text"][0]
+    names = nodes["NADA_LoadAdapter"].INPUT_TYPES()["required"]["adapter_name"][0]
+    assert names == ["sketch_00001.safetensors"]
+    (adapter,) = nodes["NADA_LoadAdapter"]().load(names[0])
+    before = {k: v.clone() for k, v in tiny_generator.state_dict().items()}
+    (full,) = nodes["NADA_ApplyAdapters"]().apply(tiny_generator, True, adapter_1=adapter, strength_1=1.0)
+    assert torch.equal(render(full), render(adapted))
+    (none,) = nodes["NADA_ApplyAdapters"]().apply(tiny_generator, True, adapter_1=adapter, strength_1=0.0)
+    assert torch.equal(render(none), render(tiny_generator))
+    for k, v in tiny_generator.state_dict().items():
+        assert torch.equal(v, before[k])
+    # A second save never overwrites the first.
+    nodes["NADA_SaveAdapter"]().save(adapted, "sketch", half_precision=True)
+    folder = os.path.join(bridge.output_directory(), bridge.ADAPTER_FOLDER)
+    assert sorted(os.listdir(folder)) == ["sketch_00001.safetensors", "sketch_00002.safetensors"]
+
+
+def test_apply_refuses_an_adapter_of_another_base(pack, bridge, adapted):
+    other = pack.nada.Generator(adapted.config)
+    with pytest.raises(bridge.NodeError, match="different base generator"):
+        pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(other, True, adapter_1=adapted.adapter, strength_1=1.0)
+
+
+def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, bridge, tiny_generator, tiny_clip,
+                                                                      tiny_direction):
+    full = pack.nada.adapt.adapt(tiny_generator, tiny_clip, tiny_direction, pack.nada.adapt.AdaptConfig(steps=2))
+    node = pack.NODE_CLASS_MAPPINGS["NADA_SaveAdapter"]()
+    with pytest.raises(bridge.NodeError, match="connect base_generator"):
+        node.save(full, "x", half_precision=False)
+    ui = node.save(full, "x", half_precision=False, base_generator=tiny_generator, rank=0)
+    (adapter,) = ui["result"]
+    assert adapter.kind == "delta"
+    (again,) = pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(tiny_generator, True, adapter_1=adapter)
+    assert torch.equal(render(again), render(full))
