@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..nada import adapt as nada_adapt
+from ..nada import adapters as nada_adapters
 from ..nada import clip as nada_clip
 from ..nada import images as nada_images
 from ..nada import layers as nada_layers
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "StyleGAN-NADA/training"
 AUTOSAVE_DIR = "nada-autosave"
+# The adapter of a lora/modulation run, kept next to its autosaved generator; an extension no loader
+# lists, so it does not show up among the generators.
+ADAPTER_SUFFIX = ".adapter"
 EVENT_START = "nada.adapt.start"
 EVENT_PROGRESS = "nada.adapt.progress"
 LAYER_CHOICES = [*nada_layers.PRESETS, nada_layers.AUTO]
@@ -183,6 +187,12 @@ class NadaAdapt:
                                             "tooltip": "Weight of the global CLIP loss toward the target."}),
                 "lambda_patch": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                            "tooltip": "Weight of the patch-directional loss (local textures)."}),
+                "parameterization": (list(nada_adapt.PARAMETERIZATIONS), {"default": "full", "tooltip": (
+                    "full = train the weights (the paper); lora = low-rank weight updates; modulation = "
+                    "per-channel style scales (~6k numbers). lora/modulation results can be saved as tiny "
+                    "adapters with Save NADA Adapter.")}),
+                "rank": ("INT", {"default": 4, "min": 1, "max": 256, "step": 1,
+                                 "tooltip": "parameterization = lora: rank of each weight update."}),
                 "reuse_saved": ("BOOLEAN", {"default": True,
                                             "tooltip": "Load the autosaved result of identical inputs instead "
                                                        "of training again."}),
@@ -190,11 +200,12 @@ class NadaAdapt:
         }
 
     def adapt(self, generator, clip, direction, steps, learning_rate, layers, train_seed, preview_every,
-              batch=2, auto_k=0, mixing=0.0, lambda_global=0.0, lambda_patch=0.0, reuse_saved=True):
+              batch=2, auto_k=0, mixing=0.0, lambda_global=0.0, lambda_patch=0.0, parameterization="full",
+              rank=4, reuse_saved=True):
         config = nada_adapt.AdaptConfig(
             steps=steps, lr=learning_rate, layers=layers, seed=train_seed, preview_every=preview_every,
             batch=batch, auto_k=auto_k or None, mixing=mixing, lambda_global=lambda_global,
-            lambda_patch=lambda_patch,
+            lambda_patch=lambda_patch, parameterization=parameterization, rank=rank,
         )
         key = content_hash([generator.fingerprint(), direction, clip_identity(clip), config.to_dict()])[:20]
         name = f"{_slug(_direction_label(direction))}_{key}"
@@ -204,6 +215,9 @@ class NadaAdapt:
 
         if reuse_saved and os.path.isfile(path):
             G2 = nada_formats.load_generator(path)
+            adapter_path = path.replace(".safetensors", ADAPTER_SUFFIX)
+            if os.path.isfile(adapter_path):
+                G2.adapter = nada_adapters.load_adapter(adapter_path)
             bridge.send_text(f"reused {AUTOSAVE_DIR}/{name}.safetensors (same inputs)", node_id)
             return self._outputs(G2)
 
@@ -263,6 +277,8 @@ class NadaAdapt:
         os.makedirs(folder, exist_ok=True)
         try:
             nada_formats.save_generator(G, path)
+            if getattr(G, "adapter", None) is not None:
+                nada_adapters.save_adapter(G.adapter, path.replace(".safetensors", ADAPTER_SUFFIX))
         except FileExistsError:  # another run of the same inputs saved it first
             pass
         return path

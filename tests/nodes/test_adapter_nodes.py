@@ -56,3 +56,15 @@ def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, brid
     assert adapter.kind == "delta"
     (again,) = pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(tiny_generator, True, adapter_1=adapter)
     assert torch.equal(render(again), render(full))
+
+
+def test_adapt_node_trains_an_adapter_and_reuse_keeps_it(pack, bridge, tiny_generator, tiny_clip, tiny_direction):
+    node = pack.NODE_CLASS_MAPPINGS["NADA_Adapt"]()
+    args = dict(steps=2, learning_rate=0.002, layers="all", train_seed=0, preview_every=0,
+                parameterization="lora", rank=2)
+    out = node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)
+    G2 = out["result"][0]
+    assert G2.adapter is not None and G2.adapter.kind == "lora"
+    again = node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)["result"][0]
+    assert again.adapter is not None and again is not G2
+    assert torch.equal(render(again), render(G2))
