@@ -124,7 +124,7 @@ class SaveAdapter:
             "optional": {
                 "base_generator": ("STYLEGAN", {"tooltip": "The generator it was adapted from, to extract an adapter "
                                                           "when the generator carries none."}),
-                "rank": ("INT", {"default": 0, "min": 0, "max": 512, "tooltip": "Extraction only: 0 = exact "
+                "rank": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extraction only: 0 = exact "
                                                                                    "differences, N = rank-N lora."}),
             },
         }

@@ -12,7 +12,7 @@ import pytest
 from tests.nodes.workflow_api import WIDGET_TYPES, combo_values, input_options, input_type
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOM_TYPES = {"STYLEGAN", "STYLEGAN_LATENT", "NADA_CLIP", "NADA_DIRECTION"}
+CUSTOM_TYPES = {"STYLEGAN", "STYLEGAN_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER"}
 CORE_TYPES = {"IMAGE", "MASK", "STRING"}
 OPTION_KEYS = {
     "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",
@@ -41,6 +41,7 @@ def test_every_node_is_listed_with_a_prefixed_id_and_display_name(pack):
         "NADA_LoadStyleGAN2", "NADA_LoadCLIP", "NADA_CLIPEnsemble", "NADA_EncodePromptPair",
         "NADA_ImageDirection", "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample",
         "NADA_RenderLatent", "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
+        "NADA_LoadAdapter", "NADA_ApplyAdapters", "NADA_SaveAdapter",
     }
     assert ids == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == ids
@@ -76,10 +77,15 @@ def test_the_function_takes_exactly_the_declared_inputs(pack):
         declared = {n for section in ("required", "optional") for n in spec.get(section, {})}
         declared |= set(spec.get("hidden", {}))
         params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-        names = {p for p in params if p != "self"}
-        assert names == declared, f"{node_id}: function takes {sorted(names)}, declares {sorted(declared)}"
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        names = {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+        if var_kw:  # **kwargs takes the rest; every named parameter must still be declared
+            assert names <= declared, f"{node_id}: function takes {sorted(names - declared)} it does not declare"
+        else:
+            assert names == declared, f"{node_id}: function takes {sorted(names)}, declares {sorted(declared)}"
         for opt in spec.get("optional", {}):
-            assert params[opt].default is not inspect.Parameter.empty, f"{node_id}: optional '{opt}' needs a default"
+            if opt in params:
+                assert params[opt].default is not inspect.Parameter.empty, f"{node_id}: optional '{opt}' needs a default"
 
 
 def test_every_input_is_valid_for_comfyui(pack):
@@ -129,7 +135,8 @@ def test_experimental_training_and_output_nodes(pack):
     nodes = pack.NODE_CLASS_MAPPINGS
     assert nodes["NADA_Adapt"].EXPERIMENTAL is True
     assert getattr(nodes["NADA_SaveGenerator"], "OUTPUT_NODE", False) is True
-    assert [n for n, c in nodes.items() if getattr(c, "OUTPUT_NODE", False)] == ["NADA_SaveGenerator"]
+    outputs = sorted(n for n, c in nodes.items() if getattr(c, "OUTPUT_NODE", False))
+    assert outputs == ["NADA_SaveAdapter", "NADA_SaveGenerator"]
 
 
 def test_every_node_has_a_doc_page(pack):
