@@ -44,6 +44,13 @@ OUR_NODES = {
     "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample", "NADA_RenderLatent",
     "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
 }
+# Console errors a stock ComfyUI 0.3.x page logs with no custom nodes at all (checked with
+# --disable-all-custom-nodes): a fresh user's missing files, the offline release check, and a
+# frontend settings bug. The image-guided example names an input image the user picks (404 until then).
+BASELINE_CONSOLE_ERRORS = (
+    "/user.css", "/favicon.ico", "/api/userdata", "ERR_NAME_NOT_RESOLVED", "ERR_INTERNET_DISCONNECTED",
+    "Cannot read properties of undefined (reading 'id')\n    at onChange", "/api/view?type=input&filename=style_reference.png",
+)
 STARTUP_TIMEOUT = 240
 RUN_TIMEOUT = 300
 
@@ -326,9 +333,9 @@ def test_web_extension_loads_without_console_errors(comfy):
             assert _strip_meta(frontend_prompt) == _strip_meta(ours), path.name
             if shots:
                 _run_in_browser_and_screenshot(browser, client, ours, base, Path(shots) / f"{path.stem}.png")
-        ours_errors = [e for e in browser.console if "nada" in e.lower()]
         print("chromium console errors (all):", json.dumps(browser.console, indent=1))
-        assert ours_errors == []
+        unexplained = [e for e in browser.console if not any(p in e for p in BASELINE_CONSOLE_ERRORS)]
+        assert unexplained == [], "console errors not seen on a ComfyUI page without our pack"
     finally:
         browser.close()
 
