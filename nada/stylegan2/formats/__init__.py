@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,9 @@ def _load_torch(data: bytes, where: str, kind: str):
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        hint = msg.split("Unsupported global:")[-1].split("which")[0].strip() if "Unsupported global" in msg else ""
+        # torch words it "Unsupported global: GLOBAL a.b ..." or "unsupported GLOBAL a.b whose module ..."
+        found = re.search(r"GLOBAL\s+([\w.]+)", msg)
+        hint = found.group(1) if found else ""
         raise FormatError(
             f"{where} was refused: it asks to load {hint or 'something other than tensors'}, which a StyleGAN "
             "checkpoint never needs and which could run code from the file"

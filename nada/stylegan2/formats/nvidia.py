@@ -152,7 +152,23 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
     mapping, synthesis = comps.get("mapping"), comps.get("synthesis")
     if not isinstance(mapping, TFNetworkRecord) or not isinstance(synthesis, TFNetworkRecord):
         raise FormatError("the TensorFlow generator has no mapping/synthesis components; unsupported network")
+    version = Gs.state.get("version")
+    if isinstance(version, int) and version < 4:
+        raise FormatError(f"this TensorFlow network pickle has version {version} (StyleGAN 1 era); only "
+                          "StyleGAN2 / StyleGAN2-ADA networks are supported")
+    kw = {**Gs.static_kwargs, **mapping.static_kwargs, **synthesis.static_kwargs}
+    for key, ok in (("nonlinearity", "lrelu"), ("mapping_nonlinearity", "lrelu")):
+        if kw.get(key, ok) != ok:
+            raise FormatError(f"this TensorFlow network uses {key}={kw[key]!r}; only 'lrelu' is supported")
+    if kw.get("use_noise", True) is False:
+        raise FormatError("this TensorFlow network was built without noise inputs (use_noise=False); unsupported")
     mv, sv, gv = mapping.variables, synthesis.variables, Gs.variables
+    # 'orig' networks name their single ToRGB by level of detail (lod 0 = the output resolution).
+    resolution = max((int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))), default=4)
+    for k in list(sv):
+        if m := re.match(r"^ToRGB_lod(\d+)/(.*)$", k):
+            r = resolution // 2 ** int(m.group(1))
+            sv[f"{r}x{r}/ToRGB/{m.group(2)}"] = sv.pop(k)
     if any("Conv0_up" not in k and re.match(r"^\d+x\d+/Conv0$", k.rsplit("/", 1)[0]) for k in sv):
         raise FormatError("this TensorFlow network has no upsampling convs; only StyleGAN2 generators are supported")
     sd: dict[str, torch.Tensor] = {}
@@ -162,11 +178,14 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
     for i in dense:
         sd[f"mapping.fc{i}.weight"] = _t(mv[f"Dense{i}/weight"], f"Dense{i}/weight").T.contiguous()
         sd[f"mapping.fc{i}.bias"] = _t(mv[f"Dense{i}/bias"], f"Dense{i}/bias")
-    for key in ("LabelEmbed", "Embed", "LabelConcat"):
-        if f"{key}/weight" in mv:
-            sd["mapping.embed.weight"] = _t(mv[f"{key}/weight"], key).T.contiguous()
-            bias = mv.get(f"{key}/bias")
-            sd["mapping.embed.bias"] = _t(bias, key) if bias is not None else torch.zeros(sd["mapping.embed.weight"].shape[0])
+    if "LabelConcat/weight" in mv:
+        # StyleGAN2 (not -ADA) TF conditions by concatenating an un-normalised label projection,
+        # a different mapping from the one we (and NVIDIA's PyTorch port) implement.
+        raise FormatError("this is a conditional StyleGAN2 TensorFlow network with 'LabelConcat'; only "
+                          "StyleGAN2-ADA conditional networks ('LabelEmbed') are supported")
+    if "LabelEmbed/weight" in mv:
+        sd["mapping.embed.weight"] = _t(mv["LabelEmbed/weight"], "LabelEmbed").T.contiguous()
+        sd["mapping.embed.bias"] = _t(mv.get("LabelEmbed/bias"), "LabelEmbed/bias")
     if "dlatent_avg" in gv:
         sd["mapping.w_avg"] = _t(gv["dlatent_avg"], "dlatent_avg").reshape(-1)
     res_names = sorted({int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))})
@@ -202,9 +221,11 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
             sd[f"{o}.torgb.bias"] = _t(sv[f"{v}/bias"], v)
         if f"{p}/Skip/weight" in sv:
             sd[f"{o}.skip.weight"] = _t(sv[f"{p}/Skip/weight"], "Skip").permute(3, 2, 0, 1).contiguous()
-    kw = {**Gs.static_kwargs, **synthesis.static_kwargs}
-    kwargs = {"mapping_kwargs": {"lr_multiplier": float(mapping.static_kwargs.get("mapping_lrmul", 0.01))},
+    kwargs = {"mapping_kwargs": {"lr_multiplier": float(kw.get("mapping_lrmul", 0.01))},
               "synthesis_kwargs": {"conv_clamp": kw.get("conv_clamp")}}
     cfg = config_from_ours(sd, kwargs)
+    taps = kw.get("resample_kernel", [1, 3, 3, 1])
+    if taps is not None and [float(t) for t in taps] != [1.0, 3.0, 3.0, 1.0]:
+        raise FormatError(f"this TensorFlow network uses resample_kernel={taps}; only [1,3,3,1] is supported")
     info = {"tf_networks": [n.name for n in gs], "static_kwargs": _plain(Gs.static_kwargs)}
     return cfg, sd, info

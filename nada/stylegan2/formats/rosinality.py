@@ -43,6 +43,7 @@ def config_from_rosinality(sd: dict[str, torch.Tensor]) -> GeneratorConfig:
         raise FormatError("rosinality checkpoint has no mapping layers (style.1 ... style.N); not a generator")
     w_dim = _get(sd, f"style.{styles[-1]}.weight").shape[0]
     z_dim = _get(sd, "style.1.weight").shape[1]
+    hidden = int(_get(sd, "style.1.weight").shape[0])
     channels = [_get(sd, "conv1.conv.weight").shape[1]]
     for j in range(n_convs // 2):
         channels.append(_get(sd, f"convs.{2 * j}.conv.weight").shape[1])
@@ -52,7 +53,7 @@ def config_from_rosinality(sd: dict[str, torch.Tensor]) -> GeneratorConfig:
         z_dim=int(z_dim),
         w_dim=int(w_dim),
         mapping_layers=len(styles),
-        mapping_layer_features=int(_get(sd, "style.1.weight").shape[0]) if len(styles) > 1 else None,
+        mapping_layer_features=hidden if len(styles) > 1 and hidden != w_dim else None,
         img_channels=int(_get(sd, "to_rgb1.conv.weight").shape[1]),
     )
 

@@ -125,10 +125,21 @@ def _np_scalar(dtype, data=None):
 
 
 def _np_dtype(spec, align=False, copy=False):
-    dt = np.dtype(spec)
+    # Always a fresh copy: the pickle's BUILD step then sets state on it, and on a shared dtype
+    # such as np.dtype("float32") that would change it for the whole process.
+    if not isinstance(spec, str):
+        raise FormatError("the pickle describes a numpy dtype in an unexpected way; refused for safety")
+    dt = np.dtype(spec, align=bool(align), copy=True)
     if dt.hasobject:
         raise FormatError("the pickle holds a numpy array of Python objects; refused for safety")
     return dt
+
+
+def _codecs_encode(text, encoding="utf-8", errors="strict"):
+    """_codecs.encode as protocol-2 pickles use it: bytes written as a latin-1 string."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise FormatError("the pickle asks to encode data in an unexpected way; refused for safety")
+    return text.encode("latin-1")
 
 
 class _TypeRef:
@@ -174,6 +185,7 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _np_dtype,
+    ("_codecs", "encode"): _codecs_encode,
 }
 for _module in ("torch.nn.modules.container", "torch.nn.modules.module"):
     for _cls in ("ModuleList", "ModuleDict", "Sequential", "Module"):
