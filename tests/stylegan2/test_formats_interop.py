@@ -265,12 +265,22 @@ class RunCommand:
         return (os.system, (f"touch {self.path}",))
 
 
+class NestedStorage:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (self.data,))
+
+
 def hostile_files(G: Generator, tmp_path: Path, marker: Path) -> dict[str, bytes]:
     files = {
         "nvidia-pytorch": nvidia_pickle_bytes(G, marker, payload=CreateFile(marker)),
         "nvidia-tensorflow": tf_pickle_bytes(G, marker, payload=CreateFile(marker)),
         "plain-pickle-os-system": pickle.dumps({"G_ema": RunCommand(marker)}),
     }
+    # a payload nested in a tensor storage: NVIDIA pickles carry storages as bytes to be unpickled again
+    files["nvidia-nested-storage"] = pickle.dumps({"G_ema": NestedStorage(pickle.dumps(RunCommand(marker), protocol=2))})
     buf = io.BytesIO()
     torch.save({"g_ema": rosinality_state_dict(G), "latent_avg": CreateFile(marker)}, buf)
     files["rosinality-pt"] = buf.getvalue()

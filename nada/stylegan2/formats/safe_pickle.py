@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,11 @@ def _load_storage_bytes(data: bytes) -> Any:
     try:
         return torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # torch raises several types for bad data
-        raise FormatError(f"a tensor storage in the pickle cannot be read safely ({e})") from None
+        # torch's own message advises weights_only=False, the one thing never to do with such a file
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(e))
+        what = f"asks to load {found.group(1)}" if found else "is not plain tensor data"
+        raise FormatError(f"a tensor storage nested in the pickle {what}; refused for safety (it could run code "
+                          "from the file). The file is damaged or hostile") from None
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
