@@ -91,8 +91,10 @@ def test_save_refuses_to_overwrite_and_leaves_no_temp_files(G, tmp_path):
     save_generator(G, path)
     before = path.read_bytes()
     other = make_generator(seed=5)
-    with pytest.raises(NadaError, match="overwrit"):
+    with pytest.raises(NadaError, match="overwrite=True"):
         save_generator(other, path)
+    with pytest.raises(NadaError, match="overwrite=True"):
+        export_rosinality(other, path)
     assert path.read_bytes() == before
     save_generator(other, path, overwrite=True)
     assert path.read_bytes() != before

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from ...errors import ConfigError, FormatError
-from ...io import atomic_write, atomic_write_bytes
+from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
 from ..config import GeneratorConfig
 from ..networks import Generator
 from . import nvidia, rosinality
@@ -246,7 +247,8 @@ def save_generator(
         "metadata": json.dumps(meta, default=str),
         "fingerprint": G.fingerprint(),
     }
-    return atomic_write_bytes(Path(path), st_save(tensors, metadata=header), overwrite=overwrite)
+    with _naming_the_flag():
+        return atomic_write_bytes(Path(path), st_save(tensors, metadata=header), overwrite=overwrite)
 
 
 def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -254,4 +256,14 @@ def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = F
     sd = {k: v.detach().to("cpu") for k, v in G.state_dict().items()}
     g_ema = rosinality.to_rosinality(G.config, sd)
     obj = {"g_ema": g_ema, "latent_avg": sd["mapping.w_avg"].clone()}
-    return atomic_write(Path(path), lambda f: torch.save(obj, f), overwrite=overwrite)
+    with _naming_the_flag():
+        return atomic_write(Path(path), lambda f: torch.save(obj, f), overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _naming_the_flag():
+    # Python callers need to know which argument allows replacing the file.
+    try:
+        yield
+    except FileExistsNadaError as e:
+        raise FileExistsNadaError(f"{e}; pass overwrite=True to replace it") from None
