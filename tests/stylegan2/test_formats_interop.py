@@ -381,3 +381,18 @@ def test_stylegan3_pickle_is_named_as_unsupported(tmp_path):
     (tmp_path / "sg3.pkl").write_bytes(data)
     with pytest.raises(FormatError):
         load_generator(tmp_path / "sg3.pkl")
+
+
+def test_rosinality_channel_table_is_recognised_and_a_custom_table_is_warned_about(G, tmp_path, caplog):
+    from nada.stylegan2 import channels_rosinality
+    from nada.stylegan2.formats.rosinality import rosinality_channel_multiplier
+
+    for size, multiplier in ((256, 1), (1024, 2)):
+        cfg = GeneratorConfig(img_resolution=size, channels=channels_rosinality(size, multiplier))
+        assert rosinality_channel_multiplier(cfg) == multiplier
+    assert rosinality_channel_multiplier(G.config) is None
+    with caplog.at_level("WARNING", logger="nada.stylegan2.formats.rosinality"):
+        export_rosinality(G, tmp_path / "custom.pt")
+    assert "channel_multiplier" in caplog.text
+    with pytest.raises(FormatError, match="image channels"):
+        export_rosinality(make_generator(img_channels=1), tmp_path / "gray.pt")

@@ -7,14 +7,17 @@ renaming and a reshape; export back writes rosinality's exact keys, shapes and f
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import torch
 
 from ...errors import FormatError
-from ..config import GeneratorConfig
+from ..config import GeneratorConfig, channels_rosinality
 from ..ops import make_filter
+
+log = logging.getLogger(__name__)
 
 _STYLE_RE = re.compile(r"^style\.(\d+)\.weight$")
 
@@ -105,6 +108,16 @@ def from_rosinality(sd: dict[str, torch.Tensor]) -> tuple[GeneratorConfig, dict[
     return cfg, out
 
 
+def rosinality_channel_multiplier(cfg: GeneratorConfig) -> int | None:
+    """The `channel_multiplier` with which rosinality's Generator builds cfg's channels, or None."""
+    if cfg.img_resolution > 1024:
+        return None
+    for multiplier in (2, 1, 4, 3, 8):  # 2 (config-f) and 1 are the ones in use
+        if tuple(cfg.channels) == channels_rosinality(cfg.img_resolution, multiplier):
+            return multiplier
+    return None
+
+
 def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """rosinality's `g_ema` state dict (exact keys, shapes and buffers) from ours."""
     problems = []
@@ -118,9 +131,17 @@ def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor]) -> dict[str
         problems.append("z_dim, w_dim and the mapping width differ (rosinality uses one style_dim)")
     if tuple(cfg.resample_filter) != (1.0, 3.0, 3.0, 1.0) or abs(cfg.mapping_lr_mul - 0.01) > 1e-12:
         problems.append("a non-standard filter or mapping lr multiplier")
+    if cfg.img_channels != 3:
+        problems.append(f"{cfg.img_channels} image channels (rosinality's ToRGB writes 3)")
     if problems:
         raise FormatError("this generator cannot be written as a rosinality .pt: " + "; ".join(problems)
                           + ". Save it as .safetensors instead")
+    multiplier = rosinality_channel_multiplier(cfg)
+    if multiplier is None:
+        # Tools that infer channels from the tensors (comfyui-nada, some converters) read it; tools
+        # that rebuild rosinality's Generator(size, style_dim, n_mlp, channel_multiplier) cannot.
+        log.warning("channels %s are not rosinality's table for any channel_multiplier; the .pt loads only in "
+                    "tools that take channels from the tensors", list(cfg.channels))
     out: dict[str, torch.Tensor] = {}
     for i in range(cfg.mapping_layers):
         out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
