@@ -1,6 +1,6 @@
 """Seconds per adaptation step, peak memory, and sampling throughput at 256 px.
 
-    python bench/bench_adapt.py                 # all cases, a few steps each (a few minutes on CPU)
+    python bench/bench_adapt.py                 # all cases, 1 warm-up + 1 timed step each (~5 min on CPU)
     python bench/bench_adapt.py --steps 5 --device cuda
 
 Setup: a 256 px generator with the config-f channel layout (channels_rosinality(256, 2), random
@@ -104,7 +104,7 @@ def run_case(name: str, steps: int, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per case (plus one warm-up)")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per case (plus one warm-up step)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
