@@ -396,3 +396,30 @@ def test_rosinality_channel_table_is_recognised_and_a_custom_table_is_warned_abo
     assert "channel_multiplier" in caplog.text
     with pytest.raises(FormatError, match="image channels"):
         export_rosinality(make_generator(img_channels=1), tmp_path / "gray.pt")
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "rosinality", "nvidia", "tf"])
+def test_damaged_bytes_give_a_generator_or_our_error(G, tmp_path, kind):
+    """Flipped bytes anywhere (headers, zip directory, pickle opcodes, tensor data): a load or FormatError."""
+    import random
+
+    marker = tmp_path / "executed"
+    data = {
+        "safetensors": lambda: save_generator(G, tmp_path / "a").read_bytes(),
+        "rosinality": lambda: export_rosinality(G, tmp_path / "b").read_bytes(),
+        "nvidia": lambda: nvidia_pickle_bytes(G, marker),
+        "tf": lambda: tf_pickle_bytes(G, marker),
+    }[kind]()
+    rng = random.Random(kind)
+    path = tmp_path / "damaged"
+    for _ in range(40):
+        b = bytearray(data)
+        for _ in range(rng.choice([1, 2, 8])):
+            # half the flips land in the first 4 KiB, where headers and pickle structure live
+            b[rng.randrange(len(b)) if rng.random() < 0.5 else rng.randrange(min(len(b), 4096))] = rng.randrange(256)
+        path.write_bytes(bytes(b))
+        try:
+            load_generator(path)
+        except FormatError:
+            pass
+    assert not marker.exists()

@@ -117,6 +117,22 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     path = Path(path)
     data = _read(path)
     where = path.name
+    try:
+        G = _load(data, where)
+    except FormatError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError, OverflowError,
+            MemoryError, zipfile.BadZipFile) as e:
+        # Damaged files fail in many places (zip directory, tensor shapes, nested structures); they
+        # all mean the same to the user.
+        raise FormatError(f"{where} is damaged or not a generator comfyui-nada can read "
+                          f"({type(e).__name__}: {str(e)[:200]}); re-download or re-export it") from None
+    G.metadata.setdefault("source_file", path.name)
+    G.metadata["source_bytes"] = len(data)
+    return G.to(device)
+
+
+def _load(data: bytes, where: str) -> Generator:
     kind = detect_format(data)
     meta: dict[str, Any] = {}
     w_avg_known = True
@@ -153,10 +169,8 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
         with torch.no_grad():
             G.mapping.w_avg.copy_(G.mapping.estimate_w_avg())
         meta["w_avg"] = "estimated from 4096 seeded samples (the file has no average w)"
-    meta.setdefault("source_file", path.name)
-    meta["source_bytes"] = len(data)
     G.metadata = meta
-    return G.to(device)
+    return G
 
 
 def _load_torch(data: bytes, where: str, kind: str):

@@ -142,6 +142,11 @@ def _t(a: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32, copy=False).copy())
 
 
+class _Vars(dict):
+    def __missing__(self, key: str):
+        raise FormatError(f"TensorFlow variable {key} is missing; the network is damaged or of an unsupported kind")
+
+
 def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, Any]]:
     nets = data if isinstance(data, (tuple, list)) else (data,)
     gs = [n for n in nets if isinstance(n, TFNetworkRecord)]
@@ -162,7 +167,7 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
             raise FormatError(f"this TensorFlow network uses {key}={kw[key]!r}; only 'lrelu' is supported")
     if kw.get("use_noise", True) is False:
         raise FormatError("this TensorFlow network was built without noise inputs (use_noise=False); unsupported")
-    mv, sv, gv = mapping.variables, synthesis.variables, Gs.variables
+    mv, sv, gv = _Vars(mapping.variables), _Vars(synthesis.variables), _Vars(Gs.variables)
     # 'orig' networks name their single ToRGB by level of detail (lod 0 = the output resolution).
     resolution = max((int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))), default=4)
     for k in list(sv):
