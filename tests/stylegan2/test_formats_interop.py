@@ -423,3 +423,22 @@ def test_damaged_bytes_give_a_generator_or_our_error(G, tmp_path, kind):
         except FormatError:
             pass
     assert not marker.exists()
+
+
+def test_other_ways_people_store_a_generator(G, tmp_path):
+    ros = rosinality_state_dict(G)
+    w_plus_avg = G.mapping.w_avg[None].repeat(G.config.num_ws, 1).clone()
+    cases = {
+        "ddp.pt": {"g_ema": {f"module.{k}": v for k, v in ros.items()}, "latent_avg": G.mapping.w_avg.clone()},
+        "psp.pt": {"state_dict": {**{f"decoder.{k}": v for k, v in ros.items()}, "encoder.conv.weight": torch.zeros(1)},
+                   "opts": {"output_size": 16}, "latent_avg": w_plus_avg},
+        "ours-state-dict.pt": {k: v.clone() for k, v in G.state_dict().items()},
+    }  # fmt: skip
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+        G2 = load_generator(tmp_path / name)
+        assert_same_tensors(G, G2)
+    bad = {"g_ema": ros, "latent_avg": torch.randn(G.config.num_ws, G.config.w_dim)}
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(FormatError, match="latent_avg"):
+        load_generator(tmp_path / "bad.pt")

@@ -179,8 +179,16 @@ def unwrap_checkpoint(obj: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor |
         if args is not None:
             info["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))} \
                 if hasattr(args, "__dict__") else {}
-    elif isinstance(obj, dict) and is_rosinality(obj):
+    elif isinstance(obj, dict) and (is_rosinality(_unprefixed(obj)) or "synthesis.b4.const" in obj):
         sd, latent_avg = obj, None
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and any(
+        str(k).startswith("decoder.") for k in obj["state_dict"]
+    ):
+        # pSp / e4e / ReStyle checkpoints carry a rosinality generator as their decoder.
+        sd = {k[len("decoder."):]: v for k, v in obj["state_dict"].items() if str(k).startswith("decoder.")}
+        latent_avg = obj.get("latent_avg")
+        info["keys"] = sorted(str(k) for k in obj)
+        info["decoder_of"] = "pSp/e4e-style encoder checkpoint"
     else:
         keys = sorted(str(k) for k in obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise FormatError(
@@ -189,6 +197,20 @@ def unwrap_checkpoint(obj: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor |
         )
     if not isinstance(sd, dict):
         raise FormatError("'g_ema' in this checkpoint is not a state dict")
+    sd = _unprefixed(sd)
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         latent_avg = None
+    if latent_avg is not None and latent_avg.ndim == 2:
+        # Some tools store the average per W+ entry ([num_ws, w_dim], rows equal); one row is w_avg.
+        if not torch.equal(latent_avg, latent_avg[:1].expand_as(latent_avg)):
+            raise FormatError(f"latent_avg has shape {list(latent_avg.shape)} with differing rows; expected one "
+                              "average w. Remove it from the checkpoint to have it estimated")
+        latent_avg = latent_avg[0]
     return sd, latent_avg, info
+
+
+def _unprefixed(sd: dict[str, Any]) -> dict[str, Any]:
+    """A state dict saved from a DataParallel/DDP wrapper has every key prefixed with 'module.'."""
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
