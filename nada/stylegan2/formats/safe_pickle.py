@@ -14,6 +14,7 @@ import collections
 import io
 import pickle
 import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -199,8 +200,29 @@ for _name, _storage in _TORCH_STORAGES.items():
     ALLOWED[("torch", _name)] = _storage
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """Unpickler restricted to `ALLOWED`; refuses persistent ids and every other global."""
+class SafeUnpickler(pickle._Unpickler):
+    """Unpickler restricted to `ALLOWED`; refuses persistent ids and every other global.
+
+    It is the pure-Python unpickler (as fast here: the time goes into the tensor data), because
+    the C one allocates whatever size a BYTEARRAY8 opcode declares before reading it, so eight
+    damaged bytes could ask for exabytes. Here every declared size is checked against the data.
+    """
+
+    def __init__(self, file: io.BytesIO, size: int):
+        super().__init__(file)
+        self._size = size
+
+    def _load_bytearray8(self) -> None:
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self._size:
+            raise FormatError(f"the pickle declares {n} bytes of data in a file of {self._size}; it is damaged")
+        b = bytearray(n)
+        if self.readinto(b) != n:
+            raise FormatError("the pickle ends inside its data; the file is truncated")
+        self.append(b)
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -220,17 +242,12 @@ class SafeUnpickler(pickle.Unpickler):
 def safe_load(data: bytes) -> Any:
     """Unpickle `data` without running code from it."""
     try:
-        return SafeUnpickler(io.BytesIO(data)).load()
+        return SafeUnpickler(io.BytesIO(data), len(data)).load()
     except FormatError:
         raise
     except RecursionError:
         raise FormatError("the pickle is nested too deeply; the file is damaged or hostile") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            UnicodeDecodeError, OverflowError, MemoryError, RuntimeError, struct_error()) as e:
+            UnicodeDecodeError, OverflowError, MemoryError, RuntimeError, struct.error) as e:
         raise FormatError(f"the pickle is damaged or truncated ({type(e).__name__}: {e})") from None
 
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
