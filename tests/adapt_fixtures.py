@@ -48,23 +48,33 @@ def tiny_clip():
 
 
 @torch.no_grad()
-def zero_shot(clip, images: torch.Tensor, source: str, target: str) -> float:
-    """Mean probability of `target` vs `source` over the images, by each CLIP member (weighted)."""
+def _judge(clip, images: torch.Tensor, source: str, target: str) -> tuple[float, float]:
+    """(mean P(target) of a two-way zero-shot softmax, mean cos(img, target) - cos(img, source)),
+    each averaged over the CLIP members by weight. Text embeddings are template-averaged."""
     from nada.clip import encode_images, encode_texts
 
     img = encode_images(clip, images)  # {member: [B, D]}
-    total, wsum = 0.0, 0.0
+    prob = gap = wsum = 0.0
     for name, weight in clip.member_weights().items():
         texts = []
         for word in (source, target):
             t = encode_texts(clip, [tpl.format(word) for tpl in ZERO_SHOT_TEMPLATES])[name]
-            t = F.normalize(F.normalize(t, dim=-1).mean(0), dim=-1)
-            texts.append(t)
-        e = F.normalize(img[name].float(), dim=-1)
-        logits = 100.0 * e @ torch.stack(texts).float().T
-        total += weight * logits.softmax(-1)[:, 1].mean().item()
+            texts.append(F.normalize(F.normalize(t, dim=-1).mean(0), dim=-1))
+        cos = F.normalize(img[name].float(), dim=-1) @ torch.stack(texts).float().T  # [B, 2]
+        prob += weight * (100.0 * cos).softmax(-1)[:, 1].mean().item()
+        gap += weight * (cos[:, 1] - cos[:, 0]).mean().item()
         wsum += weight
-    return total / wsum
+    return prob / wsum, gap / wsum
+
+
+def zero_shot(clip, images: torch.Tensor, source: str, target: str) -> float:
+    """Mean probability of `target` vs `source` (CLIP logit scale 100); saturates near 0 and 1."""
+    return _judge(clip, images, source, target)[0]
+
+
+def similarity_gap(clip, images: torch.Tensor, source: str, target: str) -> float:
+    """Mean cos(image, target text) - cos(image, source text): CLIP's judgement, without saturation."""
+    return _judge(clip, images, source, target)[1]
 
 
 def colour_score(images: torch.Tensor, source: str, target: str) -> float:
