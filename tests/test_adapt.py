@@ -139,6 +139,27 @@ def test_first_step_pairs_are_identical_so_shared_w_noise_and_mixing(G, clip, di
     assert G2.metadata["adaptation"]["loss_history"][0] == pytest.approx(1.5, abs=1e-3)
 
 
+def test_loss_is_the_weighted_directional_loss_with_the_directions_vectors(G, clip, direction):
+    """Recompute step 2's loss independently: the documented RNG stream gives z and noise, the
+    1-step result gives the trainable weights, and the loss is sum_m weight_m * L_dir(member m)."""
+    from nada.losses import directional_loss
+
+    two = adapt(G, clip, direction, cfg(steps=2), device="cpu")
+    one = adapt(G, clip, direction, cfg(steps=1), device="cpu")
+    rng = torch.Generator().manual_seed(0 * 4 + 0)  # the run's training stream for seed 0
+    for _ in range(2):  # step 1's draws, then step 2's
+        z = torch.randn(2, G.config.z_dim, generator=rng)
+        noise = G.synthesis.make_noise(2, rng)
+    with torch.no_grad():
+        ws = G.mapping(z)
+        src, tgt = G.synthesis(ws, noise=noise), one.synthesis(ws, noise=noise)
+        expected = sum(
+            m.weight * directional_loss(m.model.encode_images(src), m.model.encode_images(tgt), direction.vectors[m.name])
+            for m in clip
+        )
+    assert two.metadata["adaptation"]["loss_history"][1] == pytest.approx(expected.item(), abs=2e-6)
+
+
 def test_works_inside_inference_mode_with_an_inference_tensor_generator(clip, direction):
     with torch.inference_mode():
         Gi = make_generator(seed=0)
