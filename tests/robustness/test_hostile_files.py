@@ -1,0 +1,272 @@
+"""A corpus of hostile checkpoint files, written here, each refused with FormatError before anything runs.
+
+Every payload would create a marker file if it ran; after each load we assert the marker does not
+exist. Payloads are placed at the top of the file, inside the persistence structures real StyleGAN
+checkpoints have (NVIDIA `_parameters` / `_init_kwargs`, TensorFlow `variables` / `components`),
+inside nested tensor storages (`torch.storage._load_from_bytes`), inside numpy object arrays, and in
+each container (raw pickle as NVIDIA .pkl, torch zip data.pkl, legacy torch.save). Resource attacks
+(huge pre-sized allocations, deep nesting) must end in FormatError too, quickly and without memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from nada.errors import FormatError
+from nada.stylegan2.formats import load_generator
+from tests.robustness.robust_fixtures import (
+    call,
+    dict_of,
+    finish,
+    glob,
+    peak_rss_bytes,
+    raw_bytes,
+    text,
+    torch_legacy_save,
+    torch_legacy_with,
+    torch_zip_with,
+    tuple_of,
+)
+from tests.stylegan2 import format_fixtures as ff
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def payloads(marker: str) -> dict[str, bytes]:
+    """Pickle bodies (no PROTO/STOP) that would create `marker` if executed."""
+    touch_py = f"open({marker!r}, 'w').close()"
+    shell = f"touch {marker}"
+    legacy_hostile = torch_legacy_with(finish(call(glob("os", "system"), text(shell))))
+    inner_pickle = finish(call(glob("builtins", "exec"), text(touch_py)))
+    return {
+        "os.system": call(glob("os", "system"), text(shell)),
+        "posix.system": call(glob("posix", "system"), text(shell)),
+        "builtins.exec": call(glob("builtins", "exec"), text(touch_py)),
+        "builtins.eval": call(glob("builtins", "eval"), text(touch_py)),
+        "__builtin__.eval": call(glob("__builtin__", "eval"), text(touch_py)),
+        "subprocess.call": call(glob("subprocess", "call"), tuple_of(text("touch"), text(marker))),
+        "subprocess.Popen": call(glob("subprocess", "Popen"), text(shell), b"\x88"),  # shell=True
+        "importlib chain": call(
+            call(glob("builtins", "getattr"), call(glob("importlib", "import_module"), text("os")), text("system")),
+            text(shell)),
+        "getattr chain": call(
+            call(glob("builtins", "getattr"), call(glob("builtins", "__import__"), text("os")), text("system")),
+            text(shell)),
+        "torch.load": call(glob("torch", "load"), text(marker + ".src")),
+        "torch.serialization.load": call(glob("torch.serialization", "load"), text(marker + ".src")),
+        "numpy.load": call(glob("numpy", "load"), text(marker + ".npy"), b"\x88"),  # allow_pickle=True
+        "pickle.loads nested": call(glob("pickle", "loads"), raw_bytes(inner_pickle)),
+        "_pickle.loads nested": call(glob("_pickle", "loads"), raw_bytes(inner_pickle)),
+        "storage bytes with legacy payload": call(glob("torch.storage", "_load_from_bytes"),
+                                                  raw_bytes(legacy_hostile)),
+        "storage bytes with zip payload": call(
+            glob("torch.storage", "_load_from_bytes"),
+            raw_bytes(torch_zip_with(finish(call(glob("os", "system"), text(shell)))))),
+        "copyreg reconstructor": call(glob("copyreg", "_reconstructor"), glob("subprocess", "Popen"),
+                                      glob("builtins", "object"), b"N"),
+        "rebuild_from_type foreign": call(glob("torch._tensor", "_rebuild_from_type_v2"), glob("os", "system"),
+                                          glob("torch", "Tensor"), tuple_of(text(shell)), b"}"),
+        "numpy object dtype": call(glob("numpy", "dtype"), text("O"), b"\x89", b"\x88"),
+        "numpy reconstruct of object array": (
+            call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tuple_of(b"K\x01"),
+                 raw_bytes(b"b"))
+            + tuple_of(b"K\x01", tuple_of(b"K\x01"), call(glob("numpy", "dtype"), text("O8"), b"\x89", b"\x88"),
+                       b"\x89", b"]" + call(glob("os", "system"), text(shell)) + b"a")
+            + b"b"),
+        "BUILD with foreign __setstate__": call(glob("argparse", "Namespace")) + dict_of(x=b"N") + b"b",
+        "tf network with exec state": call(glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"),
+                                           glob("builtins", "object"), b"N")
+        + call(glob("builtins", "exec"), text(touch_py)) + b"b",
+    }
+
+
+def in_structures(body: bytes) -> dict[str, bytes]:
+    """`body` placed where real StyleGAN pickles keep their data."""
+    persistent = glob("torch_utils.persistence", "_reconstruct_persistent_obj")
+
+    def net(state: bytes) -> bytes:
+        return call(persistent, dict_of(type=text("class"), version=b"K\x06", module_src=text("# src"),
+                                        class_name=text("Generator"), state=state))
+
+    tf_net = (call(glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"),
+                   glob("builtins", "object"), b"N"))
+    return {
+        "top level G_ema": dict_of(G_ema=body),
+        "nvidia _parameters": dict_of(G_ema=net(dict_of(_parameters=call(
+            glob("collections", "OrderedDict")) + text("weight") + body + b"s", _buffers=b"}", _modules=b"}"))),
+        "nvidia _init_kwargs": dict_of(G_ema=net(dict_of(_init_kwargs=call(glob("dnnlib.util", "EasyDict"))
+                                                         + text("z_dim") + body + b"s"))),
+        "nvidia nested module": dict_of(G_ema=net(dict_of(_modules=dict_of(mapping=net(dict_of(
+            _parameters=dict_of(w=body))))))),
+        "tf variables": tuple_of(tf_net + dict_of(name=text("G"), variables=b"]" + tuple_of(text("w"), body) + b"a")
+                                 + b"b", b"N", b"N"),
+        "tf components": tuple_of(tf_net + dict_of(name=text("G"), components=dict_of(synthesis=body)) + b"b",
+                                  b"N", b"N"),
+        "rosinality g_ema": dict_of(g_ema=dict_of(**{"style.1.weight": body}), latent_avg=body),
+        "rosinality args": dict_of(g_ema=b"}", args=body),
+    }
+
+
+def corpus(marker: str):
+    """(name, file bytes) for every payload x placement x container."""
+    for pname, body in payloads(marker).items():
+        for sname, structure in in_structures(body).items():
+            pkl = finish(structure, protocol=2)
+            yield f"pkl/{sname}/{pname}", pkl
+            yield f"zip/{sname}/{pname}", torch_zip_with(pkl)
+            yield f"legacy/{sname}/{pname}", torch_legacy_with(pkl)
+        yield f"pkl-proto0/bare/{pname}", finish(body, protocol=0)
+        yield f"pkl-proto4/bare/{pname}", finish(body, protocol=4)
+
+
+class ObjReduce:
+    """Pickled by the real pickler (not opcode by opcode): a reduce to `func(*args)`."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def pickled_by_python(marker: str):
+    """Files written by pickle.dump / torch.save from Python objects carrying payloads."""
+    import os
+    import subprocess
+
+    shell = f"touch {marker}"
+    for name, obj in {
+        "os.system": ObjReduce(os.system, shell),
+        "exec": ObjReduce(exec, f"open({marker!r}, 'w').close()"),
+        "subprocess.check_call": ObjReduce(subprocess.check_call, ["touch", marker]),
+    }.items():
+        persistence, util, EasyDict, Persistent = ff._nvidia_modules()
+        G = ff.make_generator()
+        net = ff.nvidia_state(G, Persistent, "Generator")
+        net.state["_parameters"]["evil"] = obj
+        net.state["_init_kwargs"] = EasyDict(z_dim=obj)
+        with ff.fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
+            yield f"nvidia-writer/{name}", pickle.dumps({"G_ema": net, "G": net, "D": None}, protocol=4)
+        network, Network = ff._tf_modules()
+        mapping, synth, own = ff.tf_variables(G)
+        synth["evil"] = obj
+        comps = {"mapping": Network("G_mapping", mapping), "synthesis": Network("G_synthesis", synth)}
+        Gs = Network("G", own, components=comps, static_kwargs={"resolution": 16})
+        with ff.fake_modules(**{"dnnlib.tflib.network": network}):
+            yield f"tf-writer/{name}", pickle.dumps((Gs, None, Gs), protocol=3)
+        yield f"torch-zip-writer/{name}", _torch_save({"g_ema": {"style.1.weight": obj}, "latent_avg": None})
+        yield f"torch-legacy-writer/{name}", torch_legacy_save({"g_ema": {"w": obj}})
+        yield f"numpy-object-array/{name}", pickle.dumps(
+            {"G_ema": np.array([obj, 1], dtype=object)}, protocol=4)
+
+
+def _torch_save(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def resource_attacks():
+    """Files that ask for huge memory or deep recursion; they must fail fast with FormatError."""
+    huge = 1 << 60
+    yield "bytearray8 huge", finish(b"\x96" + huge.to_bytes(8, "little"), protocol=5)
+    yield "binbytes8 huge", finish(b"\x8e" + huge.to_bytes(8, "little"), protocol=4)
+    yield "binunicode8 huge", finish(b"\x8d" + huge.to_bytes(8, "little"), protocol=4)
+    yield "binbytes huge", finish(b"B" + (2**31 - 1).to_bytes(4, "little"), protocol=3)
+    yield "numpy presized", finish(dict_of(G_ema=call(
+        glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
+        tuple_of(b"J" + (2**30).to_bytes(4, "little"), b"J" + (2**30).to_bytes(4, "little")), raw_bytes(b"b"))))
+    yield "torch storage huge in zip", torch_zip_with(finish(dict_of(g_ema=call(
+        glob("torch._utils", "_rebuild_tensor_v2"),
+        b"(" + text("storage") + glob("torch", "FloatStorage") + text("0") + text("cpu") + b"\x8a\x05" +
+        (2**36).to_bytes(5, "little") + b"tQ",
+        b"K\x00", tuple_of(b"\x8a\x05" + (2**36).to_bytes(5, "little")), tuple_of(b"K\x01"), b"\x89",
+        call(glob("collections", "OrderedDict"))))))
+    yield "deep list", finish(b"]" * 200_000 + b"a" * 199_999)
+    yield "deep tuple1", finish(b"N" + b"\x85" * 200_000)
+    yield "deep dict in state", finish(dict_of(G_ema=call(
+        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+        dict_of(type=text("class"), class_name=text("Generator"),
+                state=b"}" + (text("k") + b"}") * 50_000 + b"s" * 50_000))))
+    yield "long memo chain", finish(b"]" + b"\x94h\x00" * 10 + b"." * 0)
+    big_set = b"\x8f(" + b"N" * 1000 + b"\x90"  # EMPTY_SET MARK ... ADDITEMS
+    yield "persistent id", finish(text("x") + b"Q")
+    yield "set of Nones", finish(big_set)
+
+
+def _check(tmp_path, name: str, data: bytes, marker) -> None:
+    f = tmp_path / "candidate.bin"
+    f.write_bytes(data)
+    t0 = time.perf_counter()
+    try:
+        load_generator(f)
+    except FormatError:
+        pass
+    except BaseException as e:  # noqa: BLE001 - the test's point is that nothing else escapes
+        pytest.fail(f"{name}: raised {type(e).__name__}: {e}")
+    else:
+        pytest.fail(f"{name}: loaded as a generator")
+    assert time.perf_counter() - t0 < 10, f"{name}: took {time.perf_counter() - t0:.1f} s"
+    assert not marker.exists(), f"{name}: the payload RAN"
+    for sidecar in (".src", ".npy"):
+        assert not marker.with_name(marker.name + sidecar).exists()
+
+
+def test_hostile_corpus_is_refused_and_nothing_runs(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    # Targets for the torch.load / numpy.load payloads: hostile files they would execute if reached.
+    (tmp_path / "PWNED.src.pt").write_bytes(b"")
+    tried = 0
+    for name, data in list(corpus(str(marker))) + list(pickled_by_python(str(marker))):
+        _check(tmp_path, name, data, marker)
+        tried += 1
+    with capsys.disabled():
+        print(f"\nhostile corpus: {tried} files tried, all refused with FormatError, no payload ran")
+    assert tried >= 500
+
+
+def test_resource_attacks_fail_fast_without_memory(tmp_path):
+    marker = tmp_path / "PWNED"
+    before = peak_rss_bytes()
+    for name, data in resource_attacks():
+        _check(tmp_path, name, data, marker)
+    grown = peak_rss_bytes() - before
+    assert grown < 300 * 2**20, f"peak memory grew by {grown / 2**20:.0f} MiB"
+
+
+def test_refusals_name_the_global_and_say_refused(tmp_path):
+    marker = str(tmp_path / "PWNED")
+    bodies = payloads(marker)
+    for container in ("pkl", "zip", "legacy"):
+        structure = finish(dict_of(G_ema=bodies["os.system"], g_ema=bodies["os.system"]))
+        data = {"pkl": structure, "zip": torch_zip_with(structure), "legacy": torch_legacy_with(structure)}[container]
+        f = tmp_path / f"x.{container}"
+        f.write_bytes(data)
+        with pytest.raises(FormatError) as e:
+            load_generator(f)
+        msg = str(e.value)
+        assert "os.system" in msg or "posix.system" in msg, (container, msg)
+        assert "refused" in msg, (container, msg)
+        assert "weights_only=False" not in msg  # torch's advice would tell users to run the payload
+
+
+def test_benign_lookalikes_still_load(tmp_path):
+    """The corpus's structures are real: the same containers with plain data load (no false refusals)."""
+    G = ff.make_generator()
+    ff.write_nvidia_pkl(G, tmp_path / "n.pkl")
+    ff.write_tf_pkl(G, tmp_path / "t.pkl")
+    for name in ("n.pkl", "t.pkl"):
+        loaded = load_generator(tmp_path / name)
+        assert loaded.config.img_resolution == 16
+    sd = collections.OrderedDict((k, v.clone()) for k, v in G.state_dict().items())
+    (tmp_path / "legacy.pt").write_bytes(torch_legacy_save(sd))
+    assert load_generator(tmp_path / "legacy.pt").config == G.config
