@@ -60,7 +60,7 @@ from torch.func import functional_call
 from . import layers as layer_groups
 from . import losses
 from .adapters import make_parameterization
-from .errors import ConfigError, NadaError
+from .errors import ConfigError, DirectionError, NadaError
 from .sample import sample as sample_seeds
 
 log = logging.getLogger(__name__)
@@ -540,6 +540,15 @@ def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -
 
     ensemble = as_ensemble(clip)
     direction.check(ensemble)
+    # A NaN direction would only surface as a "diverged" loss, whose advice (lower the learning
+    # rate) is wrong; name the real cause instead.
+    for m in ensemble:
+        parts = (direction.vectors, direction.targets, direction.sources) + ((direction.patch,) if need_patch else ())
+        if not all(bool(torch.isfinite(part[m.name]).all()) for part in parts):
+            raise DirectionError(
+                f"the direction contains NaN or Inf values (CLIP {m.name!r}); make it again with Encode Prompt "
+                "Pair or Image Direction from finite inputs"
+            )
     guides = []
     for m in ensemble.on(device):
         guides.append(

@@ -202,6 +202,9 @@ class NadaAdapt:
     def adapt(self, generator, clip, direction, steps, learning_rate, layers, train_seed, preview_every,
               batch=2, auto_k=0, mixing=0.0, lambda_global=0.0, lambda_patch=0.0, parameterization="full",
               rank=4, reuse_saved=True):
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            # The engine accepts 0 (a plain copy), but on the node it only hides a mistake.
+            raise bridge.NodeError(f"steps must be at least 1 (got {steps!r}); set steps to 150-400 for a style")
         config = nada_adapt.AdaptConfig(
             steps=steps, lr=learning_rate, layers=layers, seed=train_seed, preview_every=preview_every,
             batch=batch, auto_k=auto_k or None, mixing=mixing, lambda_global=lambda_global,

@@ -168,6 +168,8 @@ def _mutate_tensor(draw, t: torch.Tensor) -> torch.Tensor | None:
     kind = draw(st.sampled_from(["nan", "inf", "shape", "dtype", "drop", "scalar", "empty", "big"]))
     if t.numel() == 0:  # already emptied by an earlier mutation of this case
         return None
+    if kind in ("nan", "inf") and not t.is_floating_point():
+        t = t.float()
     if kind == "nan":
         t = t.clone().reshape(-1)
         t[draw(st.integers(0, t.numel() - 1))] = float("nan")
