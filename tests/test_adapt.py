@@ -240,6 +240,20 @@ def test_selection_is_rerun_every_select_every_steps(G, clip, direction):
     assert [h["step"] for h in G2.metadata["adaptation"]["selection_history"]] == [0, 2]
 
 
+def test_image_guided_direction_drives_training_and_selection(G, clip):
+    """Image mode: the direction and the selection's global-loss target come from the images."""
+    from nada.directions import image_direction
+
+    blue = torch.zeros(3, 3, 16, 16)
+    blue[:, 2] = 1.0
+    blue[:, :2] = -1.0
+    d = image_direction(clip, blue, source=G, source_samples=4)
+    G2 = adapt(G, clip, d, cfg(steps=2, layers="auto", auto_k=2), device="cpu")
+    meta = G2.metadata["adaptation"]
+    assert meta["direction"]["kind"] == "image" and len(meta["selection_history"]) == 2
+    assert all(math.isfinite(v) for v in meta["loss_history"])
+
+
 def test_presets_and_named_layers_limit_training(G, clip, direction):
     snap = snapshot(G)
     G2 = adapt(G, clip, direction, cfg(steps=1, layers=("b8.conv1",)), device="cpu")
