@@ -272,14 +272,12 @@ def _report(capsys, label: str, before_peak: int) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_mutated_bytes_load_or_refuse(fmt, capsys):
-    torch.set_num_threads(1)
     before = peak_rss_bytes()
     _run_bytes(fmt, 80)
     _report(capsys, fmt, before)
 
 
 def test_mutated_structures_load_or_refuse(capsys):
-    torch.set_num_threads(1)
     before = peak_rss_bytes()
     _run_structure(100)
     _report(capsys, "structures", before)
@@ -288,7 +286,6 @@ def test_mutated_structures_load_or_refuse(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_mutated_bytes_load_or_refuse_long(fmt, capsys):
-    torch.set_num_threads(1)
     before = peak_rss_bytes()
     _run_bytes(fmt, 600)
     _report(capsys, fmt + " (long)", before)
@@ -296,7 +293,6 @@ def test_mutated_bytes_load_or_refuse_long(fmt, capsys):
 
 @pytest.mark.slow
 def test_mutated_structures_load_or_refuse_long(capsys):
-    torch.set_num_threads(1)
     before = peak_rss_bytes()
     _run_structure(800)
     _report(capsys, "structures (long)", before)
