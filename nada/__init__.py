@@ -11,16 +11,32 @@ This package never imports ComfyUI and uses only relative imports, so it works b
 package `nada` and as a subpackage of the ComfyUI node pack.
 """
 
-from .adapt import AdaptConfig, AdaptError, AdaptProgress, adapt
+import sys as _sys
+import types as _types
+
+from . import adapt, sample
+from .adapt import AdaptConfig, AdaptError, AdaptProgress
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from .clip import ClipEnsemble, ClipModel, clip_ensemble, load_clip
 from .directions import Direction, combine_directions, image_direction, text_direction
 from .errors import ConfigError, FormatError, NadaError
-from .sample import blend_generators, interpolate, sample, seed_to_z
+from .sample import blend_generators, interpolate, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
 
 __version__ = "0.1.0"
+
+
+class _CallableModule(_types.ModuleType):
+    """`nada.adapt(...)` and `nada.sample(...)` call the function of the same name in the module,
+    while `nada.adapt.AdaptConfig`, `from nada.adapt import ...` keep working: one name, no shadowing."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+for _module in (adapt, sample):
+    _sys.modules[_module.__name__].__class__ = _CallableModule
 
 __all__ = [
     "AdaptConfig",

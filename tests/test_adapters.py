@@ -126,3 +126,11 @@ def test_not_an_adapter_file(tmp_path):
         load_adapter(g)
     with pytest.raises(AdapterError, match="unknown adapter kind"):
         Adapter("magic", {})
+
+
+def test_public_api_calls_and_modules_share_a_name():
+    import nada
+
+    assert nada.adapt.AdaptConfig is nada.AdaptConfig and callable(nada.adapt)
+    G = base_generator()
+    assert torch.equal(nada.sample(G, [0, 1]), nada.sample.sample(G, [0, 1]))
