@@ -183,12 +183,16 @@ def adapt_command(p: argparse.ArgumentParser) -> Runner:
     for name in ("global", "manifold", "patch"):
         t.add_argument(f"--lambda-{name}", type=float, default=0.0, help=f"weight of the {name} loss")
     t.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"])
+    t.add_argument("--parameterization", default="full", choices=["full", "lora", "modulation"],
+                   help="full = train the weights (the paper); lora / modulation = a small adapter")
+    t.add_argument("--rank", type=int, default=d.rank, help=f"lora rank (default {d.rank})")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="adapted generator (.safetensors)")
     o.add_argument("--grid", default=None, help="before/after PNG (default: <out>.png)")
     o.add_argument("--grid-seeds", default="0-3", help="seeds of the before/after grid")
     o.add_argument("--truncation", type=float, default=0.7, help="truncation of the grid")
+    o.add_argument("--adapter-out", default=None, help="with lora/modulation: also write the adapter file")
     o.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     def run(args: argparse.Namespace) -> int:
@@ -207,7 +211,10 @@ def adapt_command(p: argparse.ArgumentParser) -> Runner:
             select_every=args.select_every, mixing=args.mixing, lambda_global=args.lambda_global,
             lambda_manifold=args.lambda_manifold, lambda_patch=args.lambda_patch,
             gradient_checkpointing={"auto": "auto", "on": True, "off": False}[args.gradient_checkpointing],
+            parameterization=args.parameterization, rank=args.rank,
         )  # fmt: skip
+        if args.adapter_out and args.parameterization == "full":
+            raise NadaError("--adapter-out needs --parameterization lora or modulation")
         device = _device(args.device)
         G = _load_generator(args.generator)
         clip = _load_clip_ensemble(args, device)
@@ -216,6 +223,11 @@ def adapt_command(p: argparse.ArgumentParser) -> Runner:
         from .stylegan2.formats import save_generator
 
         save_generator(G2, out, overwrite=args.overwrite)
+        if args.adapter_out:
+            from .adapters import save_adapter
+
+            save_adapter(G2.adapter, args.adapter_out, overwrite=args.overwrite)
+            print(f"wrote adapter {args.adapter_out} ({Path(args.adapter_out).stat().st_size / 1024:.1f} KB)")
         before = sample(G, args.grid_seeds, args.truncation)
         after = sample(G2, args.grid_seeds, args.truncation)
         n = before.shape[0]
@@ -255,7 +267,12 @@ def _read_images(folder: str) -> list:
 # -- entry point -----------------------------------------------------------------------------------------
 
 
+def _register_more_commands() -> None:
+    from .demo import run  # noqa: F401  (registers `demo`)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _register_more_commands()
     parser = argparse.ArgumentParser(prog="python -m nada", description="StyleGAN-NADA: adapt and sample.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
