@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from nada.errors import FormatError
 from nada.stylegan2.formats import load_generator
@@ -168,8 +169,6 @@ def pickled_by_python(marker: str):
 def _torch_save(obj) -> bytes:
     import io
 
-    import torch
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -270,3 +269,48 @@ def test_benign_lookalikes_still_load(tmp_path):
     sd = collections.OrderedDict((k, v.clone()) for k, v in G.state_dict().items())
     (tmp_path / "legacy.pt").write_bytes(torch_legacy_save(sd))
     assert load_generator(tmp_path / "legacy.pt").config == G.config
+
+
+def _expanded(n: int = 2**20) -> torch.Tensor:
+    # 16 stored bytes declaring n*n values: zero strides (what torch.Tensor.expand saves).
+    return torch.zeros(4).as_strided((n, n), (0, 0))
+
+
+def strided_bombs():
+    """Tiny files whose tensors declare ~10^12 values over a few stored bytes (overlapping strides):
+    summing, converting or copying them would hang or exhaust memory."""
+    G = ff.make_generator()
+    sd = {k: v.clone() for k, v in G.state_dict().items()}
+    key = "synthesis.b8.conv0.weight"
+    yield "torch zip state dict", _torch_save({**sd, key: _expanded()})
+    yield "torch legacy state dict", torch_legacy_save({**sd, key: _expanded()})
+    rosi = {"g_ema": {"style.1.weight": _expanded(), "input.input": torch.zeros(1, 4, 4, 4)}, "latent_avg": _expanded()}
+    yield "rosinality latent_avg", _torch_save(rosi)
+    yield "nested deep in a checkpoint", _torch_save({"state_dict": {"module": {"g_ema": [{"w": _expanded()}]}}})
+    persistence, util, EasyDict, Persistent = ff._nvidia_modules()
+    net = ff.nvidia_state(G, Persistent, "Generator")
+    net.state["_modules"]["synthesis"].state["_modules"]["b8"].state["_modules"]["conv0"].state["_parameters"][
+        "weight"] = _expanded()
+    with ff.fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
+        yield "nvidia pkl parameter", pickle.dumps({"G_ema": net}, protocol=4)
+
+
+def test_overlapping_stride_tensors_are_refused_fast(tmp_path):
+    import signal
+
+    def too_slow(signum, frame):
+        raise TimeoutError("load_generator hung on an overlapping-stride tensor")
+
+    old = signal.signal(signal.SIGALRM, too_slow)
+    before = peak_rss_bytes()
+    try:
+        for name, data in strided_bombs():
+            assert len(data) < 2_000_000, name
+            signal.alarm(10)
+            try:
+                _check(tmp_path, name, data, tmp_path / "PWNED")
+            finally:
+                signal.alarm(0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert peak_rss_bytes() - before < 300 * 2**20

@@ -62,11 +62,36 @@ def detect_format(data: bytes) -> str:
     return "unknown"
 
 
+def _overlapping(t: torch.Tensor) -> bool:
+    # A saved tensor can be a view with zero or overlapping strides: a few stored bytes then declare
+    # terabytes of values, and summing or converting them hangs or exhausts memory. Weights never
+    # overlap, so more declared values than stored ones means a damaged or hostile file.
+    return t.numel() * t.element_size() > t.untyped_storage().nbytes()
+
+
+def _refuse_overlapping_tensors(obj: Any, where: str, depth: int = 0) -> None:
+    if isinstance(obj, torch.Tensor):
+        if _overlapping(obj):
+            raise FormatError(f"{where}: a tensor of shape {list(obj.shape)} declares more values than the file "
+                              "stores (overlapping strides); the file is damaged or hostile and is refused")
+    elif depth < 64:
+        if isinstance(obj, argparse.Namespace):
+            obj = vars(obj)
+        if isinstance(obj, dict):
+            obj = list(obj.values())
+        if isinstance(obj, (list, tuple)):
+            for x in obj:
+                _refuse_overlapping_tensors(x, where, depth + 1)
+
+
 def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     out = {}
     for k, t in sd.items():
         if not isinstance(t, torch.Tensor):
             raise FormatError(f"{where}: entry {k!r} is not a tensor")
+        if _overlapping(t):
+            raise FormatError(f"{where}: tensor {k} declares more values than the file stores (overlapping "
+                              "strides); the file is damaged or hostile and is refused")
         if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
             raise FormatError(f"{where}: tensor {k} has dtype {t.dtype}; expected floating point weights")
         t = t.detach().to(torch.float32)
@@ -196,6 +221,7 @@ def _load_torch(data: bytes, where: str, kind: str):
     except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
         raise FormatError(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
                           "it may be truncated, re-download it") from None
+    _refuse_overlapping_tensors(obj, where)
     sd, latent_avg, info = rosinality.unwrap_checkpoint(obj)
     if rosinality.is_rosinality(sd):
         cfg, ours = rosinality.from_rosinality(sd)

@@ -93,7 +93,12 @@ def _load_storage_bytes(data: bytes) -> Any:
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     from torch._utils import _rebuild_tensor_v2
 
-    return _rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
+    t = _rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
+    # Zero or overlapping strides let a few stored bytes declare terabytes of values (see formats).
+    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        raise FormatError(f"a tensor of shape {list(t.shape)} in the pickle declares more values than it stores "
+                          "(overlapping strides); the file is damaged or hostile and is refused")
+    return t
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
