@@ -314,3 +314,45 @@ def test_overlapping_stride_tensors_are_refused_fast(tmp_path):
     finally:
         signal.signal(signal.SIGALRM, old)
     assert peak_rss_bytes() - before < 300 * 2**20
+
+
+def _storage_pid(numel: int, legacy: bool) -> bytes:
+    """A persistent id naming a FloatStorage of `numel` elements (the 6-tuple of the legacy format has
+    a trailing view_metadata)."""
+    return (b"(" + text("storage") + glob("torch", "FloatStorage") + text("0") + text("cpu")
+            + b"\x8a\x08" + numel.to_bytes(8, "little") + (b"N" if legacy else b"") + b"tQ")
+
+
+def _tensor_over(storage: bytes, numel: int) -> bytes:
+    return call(glob("torch._utils", "_rebuild_tensor_v2"), storage, b"K\x00",
+                tuple_of(b"\x8a\x08" + numel.to_bytes(8, "little")), tuple_of(b"K\x01"), b"\x89",
+                call(glob("collections", "OrderedDict")))
+
+
+def unfilled_storages():
+    """Files a few hundred bytes long whose storages are sized by a number in the file (up to 2^40
+    floats): the legacy torch format allocates such storages before reading them (or never reads
+    them); converting the weights would then touch gigabytes."""
+    for numel in (2**26, 2**28, 2**33, 2**40):
+        for key in ("synthesis.b4.const", "g_ema"):
+            legacy = finish(dict_of(**{key: _tensor_over(_storage_pid(numel, True), numel)}))
+            yield f"legacy {key} {numel}", torch_legacy_with(legacy)
+            zipped = finish(dict_of(**{key: _tensor_over(_storage_pid(numel, False), numel)}))
+            yield f"zip {key} {numel}", torch_zip_with(zipped)
+        nested = torch_legacy_with(finish(_storage_pid(numel, True)))
+        storage = call(glob("torch.storage", "_load_from_bytes"), raw_bytes(nested))
+        yield f"nvidia nested storage {numel}", finish(dict_of(G_ema=call(
+            glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+            dict_of(type=text("class"), class_name=text("Generator"),
+                    state=dict_of(_parameters=dict_of(w=_tensor_over(storage, numel)))))))
+
+
+def test_storages_larger_than_the_file_are_refused_without_touching_memory(tmp_path):
+    before = peak_rss_bytes()
+    n = 0
+    for name, data in unfilled_storages():
+        assert len(data) < 4096, name
+        _check(tmp_path, name, data, tmp_path / "PWNED")
+        n += 1
+    assert n == 20
+    assert peak_rss_bytes() - before < 200 * 2**20

@@ -69,19 +69,33 @@ def _overlapping(t: torch.Tensor) -> bool:
     return t.numel() * t.element_size() > t.untyped_storage().nbytes()
 
 
-def _refuse_overlapping_tensors(obj: Any, where: str, depth: int = 0) -> None:
-    if isinstance(obj, torch.Tensor):
-        if _overlapping(obj):
-            raise FormatError(f"{where}: a tensor of shape {list(obj.shape)} declares more values than the file "
-                              "stores (overlapping strides); the file is damaged or hostile and is refused")
-    elif depth < 64:
-        if isinstance(obj, argparse.Namespace):
-            obj = vars(obj)
-        if isinstance(obj, dict):
-            obj = list(obj.values())
-        if isinstance(obj, (list, tuple)):
-            for x in obj:
-                _refuse_overlapping_tensors(x, where, depth + 1)
+def _refuse_impossible_tensors(obj: Any, where: str, file_size: int) -> None:
+    """Refuse tensors that declare more data than the file holds: overlapping strides, or (legacy
+    torch format) storages sized by a number in the file and never filled from it, which torch
+    allocates uninitialised and which converting would then touch."""
+    storages: dict[int, int] = {}
+
+    def walk(x: Any, depth: int) -> None:
+        if isinstance(x, torch.Tensor):
+            if _overlapping(x):
+                raise FormatError(f"{where}: a tensor of shape {list(x.shape)} declares more values than the file "
+                                  "stores (overlapping strides); the file is damaged or hostile and is refused")
+            st = x.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+        elif depth < 64:
+            if isinstance(x, argparse.Namespace):
+                x = vars(x)
+            if isinstance(x, dict):
+                x = list(x.values())
+            if isinstance(x, (list, tuple)):
+                for y in x:
+                    walk(y, depth + 1)
+
+    walk(obj, 0)
+    declared = sum(storages.values())
+    if declared > file_size:
+        raise FormatError(f"{where} declares {declared} bytes of tensor data but the file has only {file_size}; "
+                          "it is damaged or hostile and is refused")
 
 
 def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
@@ -221,7 +235,7 @@ def _load_torch(data: bytes, where: str, kind: str):
     except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
         raise FormatError(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
                           "it may be truncated, re-download it") from None
-    _refuse_overlapping_tensors(obj, where)
+    _refuse_impossible_tensors(obj, where, len(data))
     sd, latent_avg, info = rosinality.unwrap_checkpoint(obj)
     if rosinality.is_rosinality(sd):
         cfg, ours = rosinality.from_rosinality(sd)

@@ -15,6 +15,7 @@ import io
 import pickle
 import re
 import struct
+import warnings
 from typing import Any
 
 import numpy as np
@@ -81,13 +82,22 @@ def _load_storage_bytes(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise FormatError("a tensor storage in the pickle is not bytes; the file may be damaged")
     try:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        storage = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # torch raises several types for bad data
         # torch's own message advises weights_only=False, the one thing never to do with such a file
         found = re.search(r"GLOBAL\s+([\w.]+)", str(e))
         what = f"asks to load {found.group(1)}" if found else "is not plain tensor data"
         raise FormatError(f"a tensor storage nested in the pickle {what}; refused for safety (it could run code "
                           "from the file). The file is damaged or hostile") from None
+    # The legacy torch format sizes a storage by a number in the data and allocates it uninitialised
+    # before (or without) reading it; a storage larger than its bytes was never filled from the file.
+    with warnings.catch_warnings():  # TypedStorage.nbytes warns that TypedStorage is deprecated
+        warnings.simplefilter("ignore")
+        nbytes = storage.nbytes() if hasattr(storage, "nbytes") else 0
+    if nbytes > len(data):
+        raise FormatError(f"a tensor storage nested in the pickle declares {nbytes} bytes but holds {len(data)}; "
+                          "the file is damaged or hostile and is refused")
+    return storage
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
