@@ -356,3 +356,36 @@ def test_storages_larger_than_the_file_are_refused_without_touching_memory(tmp_p
         n += 1
     assert n == 20
     assert peak_rss_bytes() - before < 200 * 2**20
+
+
+def short_payloads():
+    """Payloads shorter than 64 bytes (format detection reads the first 64 bytes of a pickle), using a
+    marker file 'P' in the current folder so the whole pickle fits."""
+    bodies = {
+        "os.system": call(glob("os", "system"), text("touch P")),
+        "posix.system": call(glob("posix", "system"), text("touch P")),
+        "nt.system": call(glob("nt", "system"), text("touch P")),
+        "exec": call(glob("builtins", "exec"), text("open('P','w')")),
+        "eval": call(glob("builtins", "eval"), text("open('P','w')")),
+        "subprocess.call": call(glob("subprocess", "call"), tuple_of(text("touch"), text("P"))),
+        "pty.spawn": call(glob("pty", "spawn"), text("true")),
+        "shutil": call(glob("shutil", "copy"), text("/etc/hostname"), text("P")),
+        "pathlib": call(glob("pathlib", "Path"), text("P")) + b"\x94" + b"0" + b"h\x00",
+    }
+    for name, body in bodies.items():
+        for protocol in (0, 2, 4):
+            yield f"{name} p{protocol}", finish(body, protocol=protocol)
+        # Right after a torch legacy magic number, where detection stops reading.
+        yield f"{name} after magic", pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1] + finish(body, protocol=0)
+
+
+def test_short_payloads_do_not_run_during_format_detection(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "P"
+    n = 0
+    for name, data in short_payloads():
+        if "after magic" not in name:
+            assert len(data) <= 64, (name, len(data))
+        _check(tmp_path, name, data, marker)
+        n += 1
+    assert n == 36

@@ -33,7 +33,7 @@ from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
 from ..config import GeneratorConfig
 from ..networks import Generator
 from . import nvidia, rosinality
-from .safe_pickle import PersistentRecord, TFNetworkRecord, safe_load
+from .safe_pickle import PersistentRecord, SafeUnpickler, TFNetworkRecord, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def detect_format(data: bytes) -> str:
         return "torch-zip"
     if data[:1] == b"\x80" and len(data) > 2:
         try:
-            first = pickle.Unpickler(io.BytesIO(data[:64])).load()
+            # Our allow-list unpickler even for these 64 bytes: a plain pickle.Unpickler would run a
+            # short payload (e.g. os.system) placed at the start of the file while detecting it.
+            first = SafeUnpickler(io.BytesIO(data[:64]), 64).load()
         except Exception:
             first = None
         return "torch-legacy" if first == TORCH_LEGACY_MAGIC else "pickle"
