@@ -389,3 +389,50 @@ def test_short_payloads_do_not_run_during_format_detection(tmp_path, monkeypatch
         _check(tmp_path, name, data, marker)
         n += 1
     assert n == 36
+
+
+def test_numbers_in_names_and_configs_cannot_hang(tmp_path):
+    """Numbers a file puts in names and configs (TensorFlow `ToRGB_lod<N>`, `<R>x<R>/`, NVIDIA
+    `_init_kwargs` resolutions) are refused or fail fast, never computed with (2 ** N of a huge N)."""
+    import signal
+
+    G = ff.make_generator()
+    cases = {}
+    for label, key in (("lod huge", "ToRGB_lod99999999999/weight"), ("lod 4000 digits", "ToRGB_lod" + "9" * 4000 + "/b"),
+                       ("res 2^200", f"{2**200}x{2**200}/Conv0_up/weight"), ("res 0", "0x0/Conv1/weight")):
+        network, Network = ff._tf_modules()
+        mapping, synth, own = ff.tf_variables(G)
+        synth[key] = np.ones(3, np.float32)
+        comps = {"mapping": Network("G_mapping", mapping), "synthesis": Network("G_synthesis", synth)}
+        Gs = Network("G", own, components=comps, static_kwargs={"resolution": 16})
+        with ff.fake_modules(**{"dnnlib.tflib.network": network}):
+            cases[f"tf {label}"] = pickle.dumps((Gs, None, Gs), protocol=3)
+    for label, value in (("2^62", 2**62), ("2^4000", 2**4000), ("0", 0), ("-16", -16), ("17", 17)):
+        persistence, util, EasyDict, Persistent = ff._nvidia_modules()
+        net = ff.nvidia_state(G, Persistent, "Generator")
+        net.state["_init_kwargs"] = EasyDict(z_dim=16, c_dim=0, w_dim=16, img_resolution=value, img_channels=3,
+                                             mapping_kwargs=EasyDict(num_layers=2),
+                                             synthesis_kwargs=EasyDict(channel_base=value, channel_max=value))
+        with ff.fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
+            cases[f"nvidia resolution {label}"] = pickle.dumps({"G_ema": net}, protocol=4)
+
+    def too_slow(signum, frame):
+        raise TimeoutError("load_generator hung")
+
+    old = signal.signal(signal.SIGALRM, too_slow)
+    try:
+        for name, data in cases.items():
+            signal.alarm(10)
+            try:
+                f = tmp_path / "c.pkl"
+                f.write_bytes(data)
+                try:
+                    load_generator(f)  # a consistent file may load: the declared numbers were ignored
+                except FormatError:
+                    pass
+                except BaseException as e:  # noqa: BLE001 - a hang (TimeoutError) or any other type fails
+                    pytest.fail(f"{name}: {type(e).__name__}: {e}")
+            finally:
+                signal.alarm(0)
+    finally:
+        signal.signal(signal.SIGALRM, old)

@@ -172,7 +172,10 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
     resolution = max((int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))), default=4)
     for k in list(sv):
         if m := re.match(r"^ToRGB_lod(\d+)/(.*)$", k):
-            r = resolution // 2 ** int(m.group(1))
+            lod = int(m.group(1))
+            if lod > 16:  # 2 ** lod of a huge number in a variable name would hang the load
+                raise FormatError(f"the TensorFlow network has a variable {k!r} with an impossible level of detail")
+            r = resolution // 2**lod
             sv[f"{r}x{r}/ToRGB/{m.group(2)}"] = sv.pop(k)
     if any("Conv0_up" not in k and re.match(r"^\d+x\d+/Conv0$", k.rsplit("/", 1)[0]) for k in sv):
         raise FormatError("this TensorFlow network has no upsampling convs; only StyleGAN2 generators are supported")
