@@ -436,3 +436,20 @@ def test_numbers_in_names_and_configs_cannot_hang(tmp_path):
                 signal.alarm(0)
     finally:
         signal.signal(signal.SIGALRM, old)
+
+
+def test_storage_constructors_cannot_allocate_more_than_the_file(tmp_path):
+    """`torch.FloatStorage(n)` called by the pickle allocates n values before reading anything; a
+    300-byte file must not get gigabytes that converting the weights would touch."""
+    before = peak_rss_bytes()
+    for cls in ("FloatStorage", "DoubleStorage", "ByteStorage", "UntypedStorage"):
+        for n in (2**20, 2**27, 2**31, 2**40, -1):
+            size = b"\x8a\x08" + n.to_bytes(8, "little", signed=True)
+            t = call(glob("torch._utils", "_rebuild_tensor_v2"), call(glob("torch", cls), size), b"K\x00",
+                     tuple_of(size), tuple_of(b"K\x01"), b"\x89", call(glob("collections", "OrderedDict")))
+            data = finish(dict_of(G_ema=call(
+                glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                dict_of(type=text("class"), class_name=text("Generator"),
+                        state=dict_of(_parameters=dict_of(**{"mapping.fc0.weight": t}))))))
+            _check(tmp_path, f"{cls}({n})", data, tmp_path / "PWNED")
+    assert peak_rss_bytes() - before < 100 * 2**20

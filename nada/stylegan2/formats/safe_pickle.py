@@ -215,6 +215,22 @@ for _name, _storage in _TORCH_STORAGES.items():
     ALLOWED[("torch", _name)] = _storage
 
 
+class _BoundedStorage:
+    """A storage class as the pickle may call it: `FloatStorage(n)` allocates n values before any data is
+    read, so a few bytes could ask for gigabytes that converting the weights would then touch. More
+    values than the file has bytes cannot have come from the file."""
+
+    def __init__(self, cls: Any, limit: int):
+        self.cls, self.limit = cls, limit
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        n = args[0] if args and isinstance(args[0], int) else 0
+        if n < 0 or n > self.limit:
+            raise FormatError(f"the pickle asks for a storage of {n} values in a file of {self.limit} bytes; "
+                              "it is damaged or hostile and is refused")
+        return self.cls(*args, **kwargs)
+
+
 class SafeUnpickler(pickle._Unpickler):
     """Unpickler restricted to `ALLOWED`; refuses persistent ids and every other global.
 
@@ -241,7 +257,10 @@ class SafeUnpickler(pickle._Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return ALLOWED[(module, name)]
+            found = ALLOWED[(module, name)]
+            if module == "torch" and name in _TORCH_STORAGES:
+                return _BoundedStorage(found, self._size)
+            return found
         except KeyError:
             raise FormatError(
                 f"the pickle refers to {module}.{name}, which comfyui-nada does not load: a checkpoint "
