@@ -453,3 +453,39 @@ def test_storage_constructors_cannot_allocate_more_than_the_file(tmp_path):
                         state=dict_of(_parameters=dict_of(**{"mapping.fc0.weight": t}))))))
             _check(tmp_path, f"{cls}({n})", data, tmp_path / "PWNED")
     assert peak_rss_bytes() - before < 100 * 2**20
+
+
+def _deflated_zip(big: int) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"g_ema": {"w": torch.zeros(4)}}, buf)
+    zin = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for item in zin.infolist():
+            if item.filename.endswith("data/0"):
+                z.writestr(item.filename, bytes(big), compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
+            else:
+                z.writestr(item, zin.read(item.filename))
+    return out.getvalue()
+
+
+def test_zip_bombs_are_refused_before_inflating(tmp_path):
+    """A ~300 KB torch zip whose deflated entry expands to 300 MB (directly, and as a storage nested in
+    an NVIDIA pickle) is refused without the memory."""
+    bomb = _deflated_zip(300 * 2**20)
+    assert len(bomb) < 2_000_000
+    nested = finish(dict_of(G_ema=call(
+        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+        dict_of(type=text("class"), class_name=text("Generator"), state=dict_of(_parameters=dict_of(
+            w=call(glob("torch.storage", "_load_from_bytes"), raw_bytes(bomb))))))))
+    before = peak_rss_bytes()
+    for name, data in (("zip bomb", bomb), ("nested zip bomb", nested)):
+        assert len(data) < 2_000_000, name
+        f = tmp_path / "bomb.pt"
+        f.write_bytes(data)
+        with pytest.raises(FormatError, match="expands to"):
+            load_generator(f)
+    assert peak_rss_bytes() - before < 100 * 2**20

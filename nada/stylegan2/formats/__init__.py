@@ -217,9 +217,16 @@ def _load(data: bytes, where: str) -> Generator:
 def _load_torch(data: bytes, where: str, kind: str):
     if kind == "torch-zip":
         try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+            infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
         except zipfile.BadZipFile as e:
             raise FormatError(f"{where} is a damaged or truncated PyTorch archive ({e}); re-download it") from None
+        names = [i.filename for i in infos]
+        # torch.save stores entries uncompressed; compressed entries that expand far beyond the file
+        # (a zip bomb) would be inflated into memory by torch.load before any check of ours.
+        unpacked = sum(i.file_size for i in infos)
+        if unpacked > 2 * len(data) + (1 << 20):
+            raise FormatError(f"{where} is a zip archive that expands to {unpacked} bytes from {len(data)}; "
+                              "a PyTorch checkpoint is not compressed like that, so it is refused")
         if not any(n.endswith("data.pkl") for n in names):
             raise FormatError(f"{where} is a zip file but not a PyTorch checkpoint (no data.pkl)")
     try:

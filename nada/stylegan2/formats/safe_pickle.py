@@ -16,6 +16,7 @@ import pickle
 import re
 import struct
 import warnings
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,16 @@ def _load_storage_bytes(data: bytes) -> Any:
     """torch.storage._load_from_bytes, weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise FormatError("a tensor storage in the pickle is not bytes; the file may be damaged")
+    if bytes(data[:4]) == b"PK\x03\x04":
+        # A nested zip would be inflated by torch.load before any check: refuse one that expands
+        # far beyond its bytes (torch.save never compresses).
+        try:
+            unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist())
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+            raise FormatError("a tensor storage nested in the pickle is a damaged archive; the file is damaged") from None
+        if unpacked > 2 * len(data) + (1 << 20):
+            raise FormatError(f"a tensor storage nested in the pickle expands to {unpacked} bytes from {len(data)}; "
+                              "refused (a checkpoint is never compressed like that)")
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # torch raises several types for bad data
