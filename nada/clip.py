@@ -452,6 +452,8 @@ def load_clip(
       architecture; open_clip downloads it once into `cache_dir` (needs internet). A path to an
       existing file is taken as `weights`.
     - `weights`: a local weights file (.safetensors, or a plain state dict .pt/.pth/.bin/.ckpt).
+      OpenAI's weights were trained with QuickGELU: from a file, use the "-quickgelu" architecture
+      (e.g. "ViT-B-32-quickgelu"); the "openai" tag switches it on by itself.
     - `config`: a model config (path or dict) when `model` is only a label for it.
     - `precision`: "auto" (fp16 on CUDA, fp32 elsewhere), "fp32", "fp16" or "bf16".
     - `mean`/`std`: override the preprocessing statistics (otherwise: the tag's, the config's
