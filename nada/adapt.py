@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 OFFICIAL_LR_SCALE = 0.8  # g_reg_every / (g_reg_every + 1) with g_reg_every = 4 (nada-spec 2.11)
 OFFICIAL_BETAS = (0.0, 0.99**0.8)
 PARAMETERIZATIONS = ("full", "lora", "modulation")
+# Learning-rate multipliers of the small parameterisations, so that `lr` means the same amount of
+# change for all three: at the official lr a lora (B starts at 0) or a style scale moves the images
+# far less per step than full training. Measured with the tiny CLIP, 80 steps, 32 px generator, red->blue
+# and blue->green: these multipliers bring lora and modulation to the zero-shot and colour shift of full.
+PARAMETERIZATION_LR_SCALE = {"full": 1.0, "lora": 4.0, "modulation": 10.0}
 
 # Independent random streams of a run, so enabling one feature does not shift the draws of another.
 _STREAM_TRAIN, _STREAM_SELECT, _STREAM_PATCH = 0, 1, 2
@@ -183,7 +188,8 @@ class AdaptConfig:
 
     @property
     def effective_lr(self) -> float:
-        return self.lr * OFFICIAL_LR_SCALE
+        """Adam's learning rate: lr * 0.8 (official), times the parameterisation's multiplier."""
+        return self.lr * OFFICIAL_LR_SCALE * PARAMETERIZATION_LR_SCALE[self.parameterization]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
