@@ -43,11 +43,7 @@ class LoadAdapter:
 
     @classmethod
     def IS_CHANGED(cls, adapter_name):
-        try:
-            st = os.stat(bridge.full_path(bridge.ADAPTER_FOLDER, adapter_name))
-            return f"{st.st_size}-{st.st_mtime_ns}"
-        except (bridge.NodeError, OSError):
-            return ""
+        return bridge.file_signature(bridge.ADAPTER_FOLDER, adapter_name)
 
     def load(self, adapter_name):
         adapter = nada_adapters.load_adapter(bridge.full_path(bridge.ADAPTER_FOLDER, adapter_name))

@@ -192,6 +192,16 @@ def full_path(name: str, filename: str) -> str:
     return path
 
 
+def file_signature(name: str, filename: str) -> str:
+    """Changes when the file in folder `name` is replaced, so ComfyUI re-runs a loader instead of
+    serving the old model (for IS_CHANGED); "" when it is missing (the loader then says so)."""
+    try:
+        st = os.stat(full_path(name, filename))
+    except (NodeError, OSError):
+        return ""
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Devices and memory
 

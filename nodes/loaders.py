@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
 
 CATEGORY = "StyleGAN-NADA/loaders"
-
-
-def _file_signature(path: str) -> str:
-    """Changes when the file is replaced, so ComfyUI re-runs the loader instead of serving the old model."""
-    st = os.stat(path)
-    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 class LoadStyleGAN2:
@@ -44,10 +36,7 @@ class LoadStyleGAN2:
 
     @classmethod
     def IS_CHANGED(cls, model_name):
-        try:
-            return _file_signature(bridge.full_path(bridge.STYLEGAN_FOLDER, model_name))
-        except (bridge.NodeError, OSError):
-            return ""  # the loader itself reports the missing file with a clear message
+        return bridge.file_signature(bridge.STYLEGAN_FOLDER, model_name)
 
     def load(self, model_name):
         path = bridge.full_path(bridge.STYLEGAN_FOLDER, model_name)
