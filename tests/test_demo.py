@@ -1,0 +1,27 @@
+"""`python -m nada demo` on the bundled demo generator and tiny CLIP: files written, target reached."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from nada.cli import main
+from nada.stylegan2.formats import load_generator
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def test_demo_writes_grid_and_generator_and_moves_toward_the_target(tmp_path, capsys):
+    assert main(["demo", "--steps", "20", "--seeds", "0-3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"= ([0-9.]+) before, ([0-9.]+) after", out)
+    assert m, out
+    before, after = float(m.group(1)), float(m.group(2))
+    assert after > before + 0.1, out
+    assert (tmp_path / "demo_before_after.png").is_file()
+    G2 = load_generator(tmp_path / "demo_blue.safetensors")
+    assert G2.metadata["adaptation"]["steps"] == 20
+    # A second run never overwrites the first one's files.
+    assert main(["demo", "--steps", "1", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "demo_blue_00001.safetensors").is_file()
