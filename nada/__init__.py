@@ -17,7 +17,7 @@ import types as _types
 from . import adapt, sample
 from .adapt import AdaptConfig, AdaptError, AdaptProgress
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
-from .clip import ClipEnsemble, ClipModel, clip_ensemble, load_clip
+from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
 from .directions import Direction, combine_directions, image_direction, text_direction
 from .errors import ConfigError, FormatError, NadaError
 from .sample import blend_generators, interpolate, seed_to_z
@@ -46,6 +46,7 @@ __all__ = [
     "AdapterError",
     "ClipEnsemble",
     "ClipModel",
+    "ClipSpec",
     "ConfigError",
     "FormatError",
     "Direction",
@@ -55,6 +56,7 @@ __all__ = [
     "__version__",
     "adapt",
     "apply_adapters",
+    "as_ensemble",
     "blend_generators",
     "clip_ensemble",
     "combine_directions",
@@ -64,6 +66,7 @@ __all__ = [
     "interpolate",
     "load_adapter",
     "load_clip",
+    "load_ensemble",
     "load_generator",
     "save_adapter",
     "sample",
