@@ -9,7 +9,8 @@
     txt = clip.encode_text(["a photo of a dog."])                       # [N, D] unit vectors
 
 Loading never executes code from a file: configs are JSON, weights are safetensors or a plain state
-dict read with `torch.load(weights_only=True)`; a local file never triggers a download. A loaded
+dict read with `torch.load(weights_only=True)` after the resource checks of `nada.torch_files` (zip
+bombs, overlapping strides, storages larger than the file); a local file never triggers a download. A loaded
 model is in eval mode with gradients off, and is never modified afterwards (`ClipModel.on` copies).
 
 Precision: "auto" runs CLIP in float16 on CUDA (as the official code's OpenAI CLIP did) and in
@@ -30,6 +31,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ClipError
+from .torch_files import check_tensors_fit, check_torch_archive
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +333,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types
             raise ClipError(f"cannot read {path} as safetensors: {e}") from None
     elif suffix in WEIGHT_SUFFIXES:
+        size = path.stat().st_size
+        if zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                check_torch_archive(f, size, path.name, ClipError)
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # the unpickler raises many types; every one means "not a plain state dict"
@@ -343,6 +350,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ClipError(
             f"{path.name}: unknown weights format {suffix or '(none)'}; use one of {', '.join(WEIGHT_SUFFIXES)}"
         )
+    if suffix != ".safetensors":
+        check_tensors_fit(sd, path.name, size, ClipError)
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

@@ -30,6 +30,7 @@ import torch
 
 from ...errors import ConfigError, FormatError
 from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
+from ...torch_files import check_tensors_fit, check_torch_archive, overlapping
 from ..config import GeneratorConfig
 from ..networks import Generator
 from . import nvidia, rosinality
@@ -64,48 +65,12 @@ def detect_format(data: bytes) -> str:
     return "unknown"
 
 
-def _overlapping(t: torch.Tensor) -> bool:
-    # A saved tensor can be a view with zero or overlapping strides: a few stored bytes then declare
-    # terabytes of values, and summing or converting them hangs or exhausts memory. Weights never
-    # overlap, so more declared values than stored ones means a damaged or hostile file.
-    return t.numel() * t.element_size() > t.untyped_storage().nbytes()
-
-
-def _refuse_impossible_tensors(obj: Any, where: str, file_size: int) -> None:
-    """Refuse tensors that declare more data than the file holds: overlapping strides, or (legacy
-    torch format) storages sized by a number in the file and never filled from it, which torch
-    allocates uninitialised and which converting would then touch."""
-    storages: dict[int, int] = {}
-
-    def walk(x: Any, depth: int) -> None:
-        if isinstance(x, torch.Tensor):
-            if _overlapping(x):
-                raise FormatError(f"{where}: a tensor of shape {list(x.shape)} declares more values than the file "
-                                  "stores (overlapping strides); the file is damaged or hostile and is refused")
-            st = x.untyped_storage()
-            storages[st.data_ptr()] = st.nbytes()
-        elif depth < 64:
-            if isinstance(x, argparse.Namespace):
-                x = vars(x)
-            if isinstance(x, dict):
-                x = list(x.values())
-            if isinstance(x, (list, tuple)):
-                for y in x:
-                    walk(y, depth + 1)
-
-    walk(obj, 0)
-    declared = sum(storages.values())
-    if declared > file_size:
-        raise FormatError(f"{where} declares {declared} bytes of tensor data but the file has only {file_size}; "
-                          "it is damaged or hostile and is refused")
-
-
 def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     out = {}
     for k, t in sd.items():
         if not isinstance(t, torch.Tensor):
             raise FormatError(f"{where}: entry {k!r} is not a tensor")
-        if _overlapping(t):
+        if overlapping(t):
             raise FormatError(f"{where}: tensor {k} declares more values than the file stores (overlapping "
                               "strides); the file is damaged or hostile and is refused")
         if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
@@ -216,19 +181,7 @@ def _load(data: bytes, where: str) -> Generator:
 
 def _load_torch(data: bytes, where: str, kind: str):
     if kind == "torch-zip":
-        try:
-            infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
-        except zipfile.BadZipFile as e:
-            raise FormatError(f"{where} is a damaged or truncated PyTorch archive ({e}); re-download it") from None
-        names = [i.filename for i in infos]
-        # torch.save stores entries uncompressed; compressed entries that expand far beyond the file
-        # (a zip bomb) would be inflated into memory by torch.load before any check of ours.
-        unpacked = sum(i.file_size for i in infos)
-        if unpacked > 2 * len(data) + (1 << 20):
-            raise FormatError(f"{where} is a zip archive that expands to {unpacked} bytes from {len(data)}; "
-                              "a PyTorch checkpoint is not compressed like that, so it is refused")
-        if not any(n.endswith("data.pkl") for n in names):
-            raise FormatError(f"{where} is a zip file but not a PyTorch checkpoint (no data.pkl)")
+        check_torch_archive(data, len(data), where, FormatError)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -244,7 +197,7 @@ def _load_torch(data: bytes, where: str, kind: str):
     except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
         raise FormatError(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
                           "it may be truncated, re-download it") from None
-    _refuse_impossible_tensors(obj, where, len(data))
+    check_tensors_fit(obj, where, len(data), FormatError)
     sd, latent_avg, info = rosinality.unwrap_checkpoint(obj)
     if rosinality.is_rosinality(sd):
         cfg, ours = rosinality.from_rosinality(sd)
