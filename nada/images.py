@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .errors import NadaError
 from .io import atomic_write
@@ -49,6 +50,29 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
     for i, tile in enumerate(tiles):
         grid.paste(tile, ((i % nrow) * (w + padding), (i // nrow) * (h + padding)))
     return grid
+
+
+def labelled_grid(
+    rows: Sequence[tuple[str, torch.Tensor]], header: Sequence[str] | None = None, scale: int = 1
+) -> Image.Image:
+    """A grid with one labelled row per (label, images [N, C, H, W] in [-1, 1]) pair, every row the
+    same N, and optional column labels above; `scale` enlarges tiles without smoothing (small
+    images stay honest)."""
+    if not rows or len({imgs.shape[0] for _, imgs in rows}) != 1:
+        raise NadaError("labelled_grid needs at least one row, and the same number of images in every row")
+    n = rows[0][1].shape[0]
+    grid = image_grid(torch.cat([imgs for _, imgs in rows]), nrow=n, padding=1)
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    tile = (rows[0][1].shape[-1] + 1) * scale
+    left, top = 8 + 7 * max(len(label) for label, _ in rows), (22 if header else 0)
+    out = Image.new("RGB", (left + grid.width, top + grid.height), "white")
+    out.paste(grid, (left, top))
+    draw = ImageDraw.Draw(out)
+    for r, (label, _) in enumerate(rows):
+        draw.text((4, top + r * tile + tile // 2 - 6), label, fill="black")
+    for c, text in enumerate(header or []):
+        draw.text((left + c * tile + tile // 2 - 3 * len(text), 5), text, fill="black")
+    return out
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from nada.errors import ConfigError, NadaError
-from nada.images import image_grid, save_image, to_hwc
+from nada.images import image_grid, labelled_grid, save_image, to_hwc
 from nada.sample import (
     blend_generators,
     interpolate,
@@ -127,3 +128,17 @@ def test_image_helpers(tmp_path):
     assert p.exists()
     with pytest.raises(NadaError, match="already exists"):
         save_image(grid, p)
+
+
+def test_labelled_grid_places_rows_in_order_and_refuses_ragged_rows():
+    red = torch.tensor([1.0, -1, -1]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    blue = torch.tensor([-1.0, -1, 1]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    pic = labelled_grid([("before", red), ("after", blue)], header=["a", "b"], scale=3)
+    arr = np.asarray(pic)
+    grid_w, grid_h = (2 * 4 + 1) * 3, (2 * 4 + 1) * 3
+    assert pic.size[0] > grid_w and pic.size[1] == grid_h + 22
+    left = pic.size[0] - grid_w
+    assert tuple(arr[22 + 2, left + 2]) == (255, 0, 0)  # first row: the first row's images
+    assert tuple(arr[22 + 5 * 3 + 2, left + 2]) == (0, 0, 255)  # second row
+    with pytest.raises(NadaError, match="same number"):
+        labelled_grid([("a", red), ("b", blue[:1])])

@@ -40,6 +40,24 @@ def target_probability(clip, images: torch.Tensor, source: str, target: str) -> 
     return total / wsum
 
 
+def load_demo_world(generator: str | Path = DEMO_GENERATOR):
+    """(demo generator, tiny CLIP) on the CPU."""
+    from ..clip import load_clip
+    from ..stylegan2.formats import load_generator
+
+    config, weights = tiny_clip_files()
+    return load_generator(generator), load_clip(config, weights=weights, name="tiny-clip", device="cpu")
+
+
+def adapt_demo(G, clip, source: str, target: str, steps: int = 60, seed: int = 0, layers: str = "all", callback=None):
+    """The demo's adaptation: a seeded text-guided NADA run of `steps` steps on the CPU."""
+    from ..adapt import AdaptConfig, adapt
+    from ..directions import text_direction
+
+    cfg = AdaptConfig(steps=steps, seed=seed, layers=layers, preview_count=0)
+    return adapt(G, clip, text_direction(clip, source, target), cfg, callback=callback, device="cpu")
+
+
 @command("demo", "adapt the bundled demo generator with the tiny CLIP and write a before/after grid")
 def demo_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--source", default="red", help='source text (default "red")')
@@ -52,27 +70,19 @@ def demo_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--generator", default=str(DEMO_GENERATOR), help="generator (default: the bundled demo one)")
 
     def run(args: argparse.Namespace) -> int:
-        from ..adapt import AdaptConfig, adapt
-        from ..clip import load_clip
-        from ..directions import text_direction
-        from ..images import image_grid, save_image
+        from ..images import labelled_grid, save_image
         from ..io import unique_path
         from ..sample import sample
-        from ..stylegan2.formats import load_generator, save_generator
+        from ..stylegan2.formats import save_generator
 
         start = time.perf_counter()
-        G = load_generator(args.generator)
-        config, weights = tiny_clip_files()
-        clip = load_clip(config, weights=weights, name="tiny-clip", device="cpu")
-        direction = text_direction(clip, args.source, args.target)
-        cfg = AdaptConfig(steps=args.steps, seed=args.seed, layers=args.layers, preview_count=0)
+        G, clip = load_demo_world(args.generator)
         print(f"adapting the demo generator: {args.source!r} -> {args.target!r}, {args.steps} steps", flush=True)
-        G2 = adapt(G, clip, direction, cfg, callback=ProgressLine(cfg.steps), device="cpu")
+        G2 = adapt_demo(G, clip, args.source, args.target, args.steps, args.seed, args.layers, ProgressLine(args.steps))
         out = Path(args.out)
         gen_path = save_generator(G2, unique_path(out / f"demo_{args.target.replace(' ', '_')}.safetensors"))
         before, after = sample(G, args.seeds, 0.7), sample(G2, args.seeds, 0.7)
-        grid = image_grid(torch.cat([before, after]), nrow=before.shape[0])
-        grid = grid.resize((grid.width * 4, grid.height * 4), resample=0)  # 32 px tiles are tiny on screen
+        grid = labelled_grid([("before", before), ("after", after)], scale=4)  # 32 px tiles are tiny on screen
         grid_path = save_image(grid, unique_path(out / "demo_before_after.png"))
         p_before = target_probability(clip, before, args.source, args.target)
         p_after = target_probability(clip, after, args.source, args.target)
