@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from ..nada import adapt as nada_adapt
 from ..nada import adapters as nada_adapters
 from ..nada import clip as nada_clip
+from ..nada import errors as nada_errors
 from ..nada import images as nada_images
 from ..nada import layers as nada_layers
 from ..nada.stylegan2 import formats as nada_formats
@@ -40,6 +41,8 @@ EVENT_START = "nada.adapt.start"
 EVENT_PROGRESS = "nada.adapt.progress"
 LAYER_CHOICES = [*nada_layers.PRESETS, nada_layers.AUTO]
 TEXT_INTERVAL_S = 0.25  # at most four text updates per second on the node (the last step always shows)
+# The node inputs whose names differ from the engine's AdaptConfig fields (error messages use the input).
+INPUT_OF_FIELD = {"lr": "learning_rate", "seed": "train_seed"}
 
 
 def content_hash(obj: Any, h: Any = None) -> str:
@@ -205,11 +208,14 @@ class NadaAdapt:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             # The engine accepts 0 (a plain copy), but on the node it only hides a mistake.
             raise bridge.NodeError(f"steps must be at least 1 (got {steps!r}); set steps to 150-400 for a style")
-        config = nada_adapt.AdaptConfig(
-            steps=steps, lr=learning_rate, layers=layers, seed=train_seed, preview_every=preview_every,
-            batch=batch, auto_k=auto_k or None, mixing=mixing, lambda_global=lambda_global,
-            lambda_patch=lambda_patch, parameterization=parameterization, rank=rank,
-        )
+        try:
+            config = nada_adapt.AdaptConfig(
+                steps=steps, lr=learning_rate, layers=layers, seed=train_seed, preview_every=preview_every,
+                batch=batch, auto_k=auto_k or None, mixing=mixing, lambda_global=lambda_global,
+                lambda_patch=lambda_patch, parameterization=parameterization, rank=rank,
+            )
+        except nada_errors.ConfigError as e:  # name the node's input, not the engine's field
+            raise bridge.NodeError(re.sub(r"AdaptConfig\.(\w+)", lambda m: INPUT_OF_FIELD.get(m[1], m[1]), str(e))) from None
         key = content_hash([generator.fingerprint(), direction, clip_identity(clip), config.to_dict()])[:20]
         name = f"{_slug(_direction_label(direction))}_{key}"
         folder = os.path.join(bridge.stylegan_output_directory(), AUTOSAVE_DIR)
