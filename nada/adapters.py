@@ -78,7 +78,7 @@ class Adapter:
                 if a is None or b is None or name not in params:
                     raise AdapterError(f"lora adapter entry {name!r} is incomplete or not in this generator")
                 w = params[name]
-                if b.shape[0] != w.shape[0] or a.shape[1] != w[0].numel() or a.shape[0] != b.shape[1]:
+                if a.ndim != 2 or b.ndim != 2 or b.shape[0] != w.shape[0] or a.shape[1] != w[0].numel() or a.shape[0] != b.shape[1]:
                     raise AdapterError(f"lora tensors for {name} do not fit its shape {list(w.shape)}")
                 add[name] = lora_delta(a, b, w.shape)
         elif self.kind == "delta":
@@ -363,10 +363,19 @@ def load_adapter(path: str | Path) -> Adapter:
             "generators load with Load StyleGAN2 / nada.load_generator"
         )
     try:
+        version = int(header.get("format_version", "0"))
         meta = json.loads(header.get("metadata", "{}"))
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{path.name}: adapter metadata is not valid JSON") from e
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise AdapterError(f"{path.name}: the adapter's header is damaged ({e}); re-save or re-download it") from e
+    if version > FORMAT_VERSION:
+        raise AdapterError(f"{path.name} was written by a newer comfyui-nada (adapter format {version}); update comfyui-nada")
+    fingerprint = meta.get("base_fingerprint") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(fingerprint, (str, type(None))):
+        raise AdapterError(f"{path.name}: the adapter's metadata is damaged (not a JSON object with a text "
+                           "base_fingerprint); re-save or re-download it")
     for k, t in tensors.items():
+        if not t.is_floating_point():
+            raise AdapterError(f"{path.name}: tensor {k} has dtype {t.dtype}; adapter tensors are floating point")
         if not torch.isfinite(t).all():
             raise AdapterError(f"{path.name}: tensor {k} contains NaN or Inf; the adapter is corrupt")
     return Adapter(header.get("kind", ""), {k: t.float() for k, t in tensors.items()}, meta)
