@@ -33,7 +33,9 @@ Guarantees:
   uses copies moved there (pass models already on the device to avoid the copy). CLIP weights get no
   gradients.
 - Deterministic for a seed on one device: every random draw (z, mixing, noise, patch boxes, selection
-  batches) comes from `torch.Generator`s seeded from `config.seed`; the global RNG is not used.
+  batches) comes from `torch.Generator`s seeded from `config.seed`; the global RNG is not used. On
+  the CPU the bits are the same for the same torch build and thread count (a different
+  `torch.set_num_threads` splits sums differently); on CUDA see docs/determinism.md.
 - A non-finite loss or gradient stops the run with `AdaptError`; no non-finite update is ever applied,
   so `error.generator` holds the weights as of the last completed step (finite), with metadata.
 - `should_stop()` returning True (e.g. ComfyUI's cancel) ends the run before the next step; the
