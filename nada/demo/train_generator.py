@@ -148,10 +148,39 @@ def train(
 
 
 @torch.no_grad()
-def fit_error(G: Generator, n: int = 256, seed: int = 12345) -> float:
-    """Mean absolute pixel error (in [-1, 1] units) against the scenes, on latents unseen in training."""
+def quality(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, float]:
+    """How well G renders the scenes of latents unseen in training (psi 1, constant noise).
+
+    - fit_l1: mean absolute pixel error in [-1, 1] units;
+    - shape_iou: mean intersection-over-union of the shape's pixels (those clearly off the gray
+      background) in G(z) and in the scene;
+    - clip_colour_agreement: how often the tiny CLIP names the same colour (zero-shot over the
+      world's 8 colour words) for G(z) as for the scene it should render.
+    """
+    from ..clip import load_clip
+    from ..templates import apply_templates
+    from . import tiny_clip_files
+
     z = torch.randn(n, CONFIG.z_dim, generator=torch.Generator().manual_seed(seed))
-    return (G(z, noise_mode="const") - targets(z)).abs().mean().item()
+    want = targets(z)
+    got = G.eval()(z, noise_mode="const").clamp(-1, 1)
+    bg = torch.tensor(world.BACKGROUNDS["gray"], dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1
+
+    def shape(x: torch.Tensor) -> torch.Tensor:
+        return (x - bg).abs().amax(1) > 0.25
+
+    inter = (shape(got) & shape(want)).sum((1, 2)).float()
+    union = (shape(got) | shape(want)).sum((1, 2)).float().clamp_min(1)
+    config, weights = tiny_clip_files()
+    clip = load_clip(config, weights=weights, device="cpu")
+    colours = list(world.SHAPE_COLOURS)
+    text = torch.stack([F.normalize(clip.encode_text(apply_templates(c, "imagenet")).mean(0), dim=-1) for c in colours])
+    agree = (clip.encode_images(got) @ text.T).argmax(1) == (clip.encode_images(want) @ text.T).argmax(1)
+    return {
+        "fit_l1": round((got - want).abs().mean().item(), 4),
+        "shape_iou": round((inter / union).mean().item(), 3),
+        "clip_colour_agreement": round(agree.float().mean().item(), 3),
+    }
 
 
 def main() -> None:
@@ -167,11 +196,11 @@ def main() -> None:
     start = time.perf_counter()
     G, history = train(args.steps, args.batch, args.seed, preview_dir=args.preview_dir and Path(args.preview_dir))
     minutes = (time.perf_counter() - start) / 60
-    err = fit_error(G)
+    scores = quality(G)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"name": "shapes-world demo generator", "steps": args.steps, "batch": args.batch, "seed": args.seed,
-            "train_minutes": round(minutes, 1), "fit_l1": round(err, 4), "final_loss": round(history[-1], 4)}
+            "train_minutes": round(minutes, 1), "final_loss": round(history[-1], 4), **scores}
     save_generator(G, out / "generator.safetensors", metadata=meta, overwrite=True, dtype=torch.float16)
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))
