@@ -74,12 +74,13 @@ def _copy_pack(dest: Path) -> None:
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, pack):
     """A ComfyUI server with our pack and the tiny models; yields (client, base dir, log path)."""
-    from tests.nodes.fixtures import install_test_models
+    from tests.nodes.fixtures import install_demo_models, install_test_models
 
     base = tmp_path_factory.mktemp("comfyui-base")
     _copy_pack(base / "custom_nodes" / PACK_DIR_NAME)
     extra = base / "user-models"
     install_test_models(pack, stylegan_dir=extra / "stylegan", base=base)
+    install_demo_models(stylegan_dir=extra / "stylegan", base=base)  # for the screenshots
     yaml_path = base / "extra_model_paths.yaml"
     yaml_path.write_text(f"nada_test:\n  base_path: {extra}\n  stylegan: stylegan\n", encoding="utf-8")
     port = _free_port()
@@ -341,10 +342,11 @@ def test_web_extension_loads_without_console_errors(comfy):
 
 
 def _run_in_browser_and_screenshot(browser, client, prompt, base, out: Path) -> None:
-    """Queue the workflow from the page (on the tiny models) and screenshot the canvas with its results."""
-    from tests.nodes.fixtures import shrink_for_test
+    """Queue the workflow from the page on the demo world (demo generator, tiny CLIP, "red" -> "blue")
+    and screenshot the canvas with its results."""
+    from tests.nodes.fixtures import demo_world
 
-    small = shrink_for_test(prompt, base=base, steps=12)
+    small = demo_world(prompt, steps=60)
     browser.evaluate(f"""(() => {{
         const prompt = {json.dumps(small)};
         for (const [id, n] of Object.entries(prompt)) {{

@@ -94,3 +94,66 @@ def shrink_for_test(prompt: dict[str, dict[str, Any]], base: Path | None = None,
             inputs["filename_prefix"] = "test/" + inputs["filename_prefix"]
         out[nid] = node
     return out
+
+
+# The demo world (bundled demo generator + tiny CLIP): the example workflows on models whose images
+# mean something, for the canvas screenshots and for an end-to-end check that the text-guided graph
+# really moves the images toward the target.
+DEMO_GENERATOR_FILE = "nada-demo.safetensors"
+DEMO_CLIP_FILE = "nada-tiny-clip.safetensors"
+DEMO_STYLE_IMAGE = "nada_demo_blue_circle.png"
+
+
+def demo_style_image() -> np.ndarray:
+    """A blue circle on gray from the shapes world, 64x64 uint8 [H, W, 3] (the image-guided target)."""
+    from nada.demo import world
+
+    scene = world.Scene(shape="circle", colour="blue", background="gray", colour_rgb=world.SHAPE_COLOURS["blue"],
+                        background_rgb=world.BACKGROUNDS["gray"], cx=0.5, cy=0.5, radius=0.3, angle=0.0,
+                        blur=0.0, noise=0.0, noise_seed=0)
+    return np.asarray(world.render_pil(scene, 64))
+
+
+def install_demo_models(stylegan_dir: Path, base: Path) -> None:
+    """Copy the demo generator to `stylegan_dir`, the tiny CLIP (+ its config) to base/models/open_clip
+    and the demo style image to base/input."""
+    from nada.demo import tiny_clip_files
+    from nada.demo.run import DEMO_GENERATOR
+
+    stylegan_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEMO_GENERATOR, stylegan_dir / DEMO_GENERATOR_FILE)
+    config, weights = tiny_clip_files()
+    clip_dir = base / "models" / "open_clip"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, clip_dir / DEMO_CLIP_FILE)
+    shutil.copyfile(config, (clip_dir / DEMO_CLIP_FILE).with_suffix(".json"))
+    (base / "input").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(demo_style_image()).save(base / "input" / DEMO_STYLE_IMAGE)
+
+
+def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60) -> dict:
+    """The same graph on the demo world: "red" -> "blue" (or a blue-circle image), `steps` steps."""
+    out = {}
+    for nid, node in prompt.items():
+        node = {**node, "inputs": dict(node["inputs"])}
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "NADA_LoadStyleGAN2":
+            inputs["model_name"] = DEMO_GENERATOR_FILE
+        elif kind == "NADA_LoadCLIP":
+            inputs["architecture"] = "tiny-clip"
+            inputs["weights"] = DEMO_CLIP_FILE
+        elif kind == "NADA_EncodePromptPair":
+            inputs["source"], inputs["target"] = "red", "blue"
+        elif kind == "NADA_Adapt":
+            inputs["steps"] = steps
+            inputs["preview_every"] = max(1, steps // 6)
+        elif kind == "NADA_InterpolateLatents":
+            inputs["frames"] = min(inputs["frames"], 12)
+        elif kind == "NADA_ImageDirection":
+            inputs["source_samples"] = min(inputs.get("source_samples", 8), 8)
+        elif kind == "LoadImage":
+            inputs["image"] = DEMO_STYLE_IMAGE
+        elif kind in ("SaveImage", "SaveAnimatedWEBP") and "filename_prefix" in inputs:
+            inputs["filename_prefix"] = "test/" + inputs["filename_prefix"]
+        out[nid] = node
+    return out

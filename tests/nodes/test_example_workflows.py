@@ -11,6 +11,8 @@ import torch
 from tests.nodes.fixtures import (
     GENERATOR_FILE,
     STYLE_IMAGE,
+    demo_world,
+    install_demo_models,
     install_test_models,
     shrink_for_test,
     style_image,
@@ -96,3 +98,26 @@ def test_example_runs_end_to_end_on_tiny_models(pack, bridge, path, tmp_path):
         assert loaded.metadata.get("adaptation", {}).get("steps") == prompt[adapt_id]["inputs"]["steps"]
     # The input generator file is untouched.
     assert (tmp_path / "models" / "stylegan" / GENERATOR_FILE).is_file()
+
+
+def _blueness(images: torch.Tensor) -> float:
+    """Mean of blue minus red over the pixels of a [B, H, W, 3] batch in 0..1."""
+    return (images[..., 2] - images[..., 0]).mean().item()
+
+
+def test_text_guided_example_on_the_demo_world_turns_the_shapes_blue(pack, bridge, tmp_path):
+    """The text-guided example, run on the bundled demo generator and tiny CLIP with "red" -> "blue",
+    makes the after images bluer than the before images of the same latents, layout kept."""
+    install_demo_models(stylegan_dir=tmp_path / "models" / "stylegan", base=tmp_path)
+    workflow = json.loads((ROOT / "example_workflows" / "nada_text_guided.json").read_text(encoding="utf-8"))
+    prompt = demo_world(ui_to_api(workflow, definitions(pack, lenient_files=False)), steps=40)
+    run = run_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
+    by_title = {prompt[nid]["_meta"]["title"]: images for nid, images in run.sink_images.items()}
+    before, after = by_title["Before"], by_title["After"]
+    assert before.shape == after.shape and before.shape[1:3] == (32, 32)
+    assert _blueness(after) > _blueness(before) + 0.05, (_blueness(before), _blueness(after))
+    # Same latents: where the shapes are does not move (pixels far from the background in both).
+    def shape(x):
+        return (x - x[:, :1, :1, :]).abs().amax(-1) > 0.2
+    inter, union = (shape(before) & shape(after)).sum().item(), (shape(before) | shape(after)).sum().item()
+    assert inter / max(union, 1) > 0.5, inter / max(union, 1)
