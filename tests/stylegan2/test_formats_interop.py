@@ -394,6 +394,9 @@ def test_rosinality_channel_table_is_recognised_and_a_custom_table_is_warned_abo
     with caplog.at_level("WARNING", logger="nada.stylegan2.formats.rosinality"):
         export_rosinality(G, tmp_path / "custom.pt")
     assert "channel_multiplier" in caplog.text
+    with pytest.raises(FormatError, match="not rosinality's table"):
+        export_rosinality(G, tmp_path / "strict.pt", strict=True)
+    assert not (tmp_path / "strict.pt").exists()
     with pytest.raises(FormatError, match="image channels"):
         export_rosinality(make_generator(img_channels=1), tmp_path / "gray.pt")
 

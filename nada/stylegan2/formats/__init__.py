@@ -267,10 +267,14 @@ def save_generator(
         return atomic_write_bytes(Path(path), st_save(tensors, metadata=header), overwrite=overwrite)
 
 
-def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write G as a rosinality `.pt` ({'g_ema', 'latent_avg'}) for StyleGAN-NADA, e4e, ReStyle, ..."""
+def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = False, strict: bool = False) -> Path:
+    """Write G as a rosinality `.pt` ({'g_ema', 'latent_avg'}) for StyleGAN-NADA, e4e, ReStyle, ...
+
+    A channel table that rosinality's `Generator(size, style_dim, n_mlp, channel_multiplier)` cannot
+    build is written with a warning (tools that read channels from the tensors load it); `strict=True`
+    refuses it instead, for files meant for the original tools."""
     sd = {k: v.detach().to("cpu") for k, v in G.state_dict().items()}
-    g_ema = rosinality.to_rosinality(G.config, sd)
+    g_ema = rosinality.to_rosinality(G.config, sd, strict=strict)
     obj = {"g_ema": g_ema, "latent_avg": sd["mapping.w_avg"].clone()}
     with _naming_the_flag():
         return atomic_write(Path(path), lambda f: torch.save(obj, f), overwrite=overwrite)

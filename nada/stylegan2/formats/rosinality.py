@@ -118,8 +118,9 @@ def rosinality_channel_multiplier(cfg: GeneratorConfig) -> int | None:
     return None
 
 
-def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """rosinality's `g_ema` state dict (exact keys, shapes and buffers) from ours."""
+def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], strict: bool = False) -> dict[str, torch.Tensor]:
+    """rosinality's `g_ema` state dict (exact keys, shapes and buffers) from ours; `strict` refuses a
+    channel table no `channel_multiplier` builds (otherwise a warning)."""
     problems = []
     if cfg.architecture != "skip":
         problems.append(f"architecture {cfg.architecture!r} (rosinality has only 'skip')")
@@ -137,6 +138,10 @@ def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor]) -> dict[str
         raise FormatError("this generator cannot be written as a rosinality .pt: " + "; ".join(problems)
                           + ". Save it as .safetensors instead")
     multiplier = rosinality_channel_multiplier(cfg)
+    if multiplier is None and strict:
+        raise FormatError(f"channels {list(cfg.channels)} are not rosinality's table for any channel_multiplier, "
+                          "so rosinality's Generator() cannot load this .pt; save it as .safetensors, or export "
+                          "without strict for tools that take channels from the tensors")
     if multiplier is None:
         # Tools that infer channels from the tensors (comfyui-nada, some converters) read it; tools
         # that rebuild rosinality's Generator(size, style_dim, n_mlp, channel_multiplier) cannot.
