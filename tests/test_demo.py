@@ -25,3 +25,16 @@ def test_demo_writes_grid_and_generator_and_moves_toward_the_target(tmp_path, ca
     # A second run never overwrites the first one's files.
     assert main(["demo", "--steps", "1", "--seeds", "0", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "demo_blue_00001.safetensors").is_file()
+
+
+def test_readme_images_script_writes_every_picture_the_readme_shows(tmp_path, capsys):
+    import pathlib
+
+    from nada.demo import readme_images
+
+    assert readme_images.main(["--out", str(tmp_path), "--steps", "3"]) == 0
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"docs/images/(demo_[\w]+\.png)", readme))
+    written = {p.name for p in tmp_path.iterdir()}
+    assert shown and shown <= written, shown - written
+    assert "tiny CLIP P(target)" in capsys.readouterr().out
