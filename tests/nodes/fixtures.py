@@ -72,24 +72,32 @@ def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
 
 def shrink_for_test(prompt: dict[str, dict[str, Any]], base: Path | None = None, steps: int = 3) -> dict:
     """The same graph on the tiny models, with few steps, seeds and frames (runs in seconds on a CPU)."""
+    return _rewrite(prompt, generator=GENERATOR_FILE, clip=(tiny_clip_architecture(), clip_weights_name()),
+                    image=STYLE_IMAGE, steps=steps, preview_every=1, frames=6, source_samples=4)
+
+
+def _rewrite(prompt: dict[str, dict[str, Any]], generator: str, clip: tuple[str, str], image: str, steps: int,
+             preview_every: int, frames: int, source_samples: int, texts: tuple[str, str] | None = None) -> dict:
+    """A copy of an API-format prompt with the models, sizes and output prefixes replaced."""
     out = {}
     for nid, node in prompt.items():
         node = {**node, "inputs": dict(node["inputs"])}
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "NADA_LoadStyleGAN2":
-            inputs["model_name"] = GENERATOR_FILE
+            inputs["model_name"] = generator
         elif kind == "NADA_LoadCLIP":
-            inputs["architecture"] = tiny_clip_architecture()
-            inputs["weights"] = clip_weights_name()
+            inputs["architecture"], inputs["weights"] = clip
+        elif kind == "NADA_EncodePromptPair" and texts:
+            inputs["source"], inputs["target"] = texts
         elif kind == "NADA_Adapt":
             inputs["steps"] = steps
-            inputs["preview_every"] = 1
+            inputs["preview_every"] = preview_every
         elif kind == "NADA_InterpolateLatents":
-            inputs["frames"] = min(inputs["frames"], 6)
+            inputs["frames"] = min(inputs["frames"], frames)
         elif kind == "NADA_ImageDirection":
-            inputs["source_samples"] = min(inputs.get("source_samples", 4), 4)
+            inputs["source_samples"] = min(inputs.get("source_samples", source_samples), source_samples)
         elif kind == "LoadImage":
-            inputs["image"] = STYLE_IMAGE
+            inputs["image"] = image
         elif kind in ("SaveImage", "SaveAnimatedWEBP") and "filename_prefix" in inputs:
             inputs["filename_prefix"] = "test/" + inputs["filename_prefix"]
         out[nid] = node
@@ -133,27 +141,5 @@ def install_demo_models(stylegan_dir: Path, base: Path) -> None:
 
 def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60) -> dict:
     """The same graph on the demo world: "red" -> "blue" (or a blue-circle image), `steps` steps."""
-    out = {}
-    for nid, node in prompt.items():
-        node = {**node, "inputs": dict(node["inputs"])}
-        inputs, kind = node["inputs"], node["class_type"]
-        if kind == "NADA_LoadStyleGAN2":
-            inputs["model_name"] = DEMO_GENERATOR_FILE
-        elif kind == "NADA_LoadCLIP":
-            inputs["architecture"] = "tiny-clip"
-            inputs["weights"] = DEMO_CLIP_FILE
-        elif kind == "NADA_EncodePromptPair":
-            inputs["source"], inputs["target"] = "red", "blue"
-        elif kind == "NADA_Adapt":
-            inputs["steps"] = steps
-            inputs["preview_every"] = max(1, steps // 6)
-        elif kind == "NADA_InterpolateLatents":
-            inputs["frames"] = min(inputs["frames"], 12)
-        elif kind == "NADA_ImageDirection":
-            inputs["source_samples"] = min(inputs.get("source_samples", 8), 8)
-        elif kind == "LoadImage":
-            inputs["image"] = DEMO_STYLE_IMAGE
-        elif kind in ("SaveImage", "SaveAnimatedWEBP") and "filename_prefix" in inputs:
-            inputs["filename_prefix"] = "test/" + inputs["filename_prefix"]
-        out[nid] = node
-    return out
+    return _rewrite(prompt, generator=DEMO_GENERATOR_FILE, clip=("tiny-clip", DEMO_CLIP_FILE), image=DEMO_STYLE_IMAGE,
+                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8, texts=("red", "blue"))

@@ -7,10 +7,12 @@ without the test process ever holding the dangerous objects.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import resource
+import signal
 import struct
 import zipfile
 from pathlib import Path
@@ -115,3 +117,24 @@ def thread_count() -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no Threads: line in /proc/self/status")
+
+
+class Hang(BaseException):
+    """Raised by `deadline` when the guarded code runs too long (a BaseException, so that no
+    `except Exception` in the code under test swallows it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Raise Hang inside the block after `seconds` (SIGALRM; main thread only)."""
+
+    def fire(signum, frame):
+        raise Hang()
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nada.adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
+from tests.robustness.robust_fixtures import Hang, deadline
 from tests.robustness.test_fuzz_formats import FAST, HUGE, ST_DTYPES, byte_mutation
 from tests.stylegan2 import format_fixtures as ff
 
@@ -52,24 +52,17 @@ def outcome(data: bytes, label: str) -> str:
     f = d / "case.safetensors"
     f.write_bytes(data)
 
-    def hang(signum, frame):
-        raise TimeoutError
-
-    old = signal.signal(signal.SIGALRM, hang)
-    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
-        adapter = load_adapter(f)
-        G3 = apply_adapters(G, [(adapter, 1.0)])
-        img = G3(torch.randn(1, G.config.z_dim, generator=torch.Generator().manual_seed(0)), noise_mode="const")
+        with deadline(CASE_SECONDS):
+            adapter = load_adapter(f)
+            G3 = apply_adapters(G, [(adapter, 1.0)])
+            img = G3(torch.randn(1, G.config.z_dim, generator=torch.Generator().manual_seed(0)), noise_mode="const")
     except AdapterError:
         return "refused"
-    except TimeoutError:
+    except Hang:
         pytest.fail(f"{label}: took more than {CASE_SECONDS} s")
     except BaseException as e:  # noqa: BLE001 - anything but AdapterError is the bug we look for
         pytest.fail(f"{label}: {type(e).__name__}: {e}")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
     assert torch.isfinite(img).all(), f"{label}: applied adapter renders non-finite pixels"
     return "ok"
 

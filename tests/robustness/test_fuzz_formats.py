@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import signal
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 
 from nada.errors import FormatError
 from nada.stylegan2.formats import export_rosinality, load_generator, save_generator
-from tests.robustness.robust_fixtures import peak_rss_bytes, torch_legacy_save
+from tests.robustness.robust_fixtures import Hang, deadline, peak_rss_bytes, torch_legacy_save
 from tests.stylegan2 import format_fixtures as ff
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -51,14 +50,6 @@ def base_files() -> dict[str, bytes]:
     return out
 
 
-class Hang(BaseException):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang()
-
-
 @functools.cache
 def _scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="nada-fuzz-case-"))
@@ -69,19 +60,15 @@ def outcome(data: bytes, label: str) -> str:
     COUNTS[label] = COUNTS.get(label, 0) + 1
     f = _scratch() / "case.bin"
     f.write_bytes(data)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
-        G = load_generator(f)
+        with deadline(CASE_SECONDS):
+            G = load_generator(f)
     except FormatError:
         return "refused"
     except Hang:
         pytest.fail(f"{label}: loading took more than {CASE_SECONDS} s")
     except BaseException as e:  # noqa: BLE001 - anything but FormatError is the bug we look for
         pytest.fail(f"{label}: {type(e).__name__}: {e}")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
     for k, v in G.state_dict().items():
         assert torch.isfinite(v).all(), f"{label}: loaded with non-finite {k}"
     return "ok"
