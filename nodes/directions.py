@@ -21,6 +21,19 @@ def _engine_images(images):
     return x.permute(0, 3, 1, 2) * 2 - 1
 
 
+
+def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowest: float, weight_tip: str) -> dict:
+    """INPUT_TYPES of a node that mixes two required and one optional weighted input (name_1, weight_1, ...)."""
+
+    def weight(n: int):
+        return ("FLOAT", {"default": 1.0, "min": lowest, "max": 10.0, "step": 0.05, "tooltip": weight_tip.format(n)})
+
+    return {
+        "required": {f"{name}_1": (type_name, {"tooltip": tips[0]}), "weight_1": weight(1),
+                     f"{name}_2": (type_name, {"tooltip": tips[1]}), "weight_2": weight(2)},
+        "optional": {f"{name}_3": (type_name, {"tooltip": tips[2]}), "weight_3": weight(3)},
+    }
+
 class LoadCLIP:
     NODE_ID = "NADA_LoadCLIP"
     DISPLAY_NAME = "Load CLIP (NADA)"
@@ -78,22 +91,9 @@ class CLIPEnsemble:
 
     @classmethod
     def INPUT_TYPES(cls):
-        def weight(n):
-            return ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
-                              "tooltip": f"Weight of CLIP {n} in the loss (0 = leave it out)."})
-
-        return {
-            "required": {
-                "clip_1": ("NADA_CLIP", {"tooltip": "First CLIP model (or ensemble)."}),
-                "weight_1": weight(1),
-                "clip_2": ("NADA_CLIP", {"tooltip": "Second CLIP model (or ensemble)."}),
-                "weight_2": weight(2),
-            },
-            "optional": {
-                "clip_3": ("NADA_CLIP", {"tooltip": "Optional third CLIP model."}),
-                "weight_3": weight(3),
-            },
-        }
+        return weighted_inputs("clip", "NADA_CLIP", ("First CLIP model (or ensemble).", "Second CLIP model (or "
+                               "ensemble).", "Optional third CLIP model."), 0.0, "Weight of CLIP {} in the loss "
+                               "(0 = leave it out).")
 
     def combine(self, clip_1, weight_1, clip_2, weight_2, clip_3=None, weight_3=1.0):
         parts = [(clip_1, weight_1), (clip_2, weight_2)]
@@ -205,22 +205,8 @@ class CombineDirections:
 
     @classmethod
     def INPUT_TYPES(cls):
-        def weight(n):
-            return ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
-                              "tooltip": f"Weight of direction {n} (negative moves away from it)."})
-
-        return {
-            "required": {
-                "direction_1": ("NADA_DIRECTION", {"tooltip": "First direction."}),
-                "weight_1": weight(1),
-                "direction_2": ("NADA_DIRECTION", {"tooltip": "Second direction."}),
-                "weight_2": weight(2),
-            },
-            "optional": {
-                "direction_3": ("NADA_DIRECTION", {"tooltip": "Optional third direction."}),
-                "weight_3": weight(3),
-            },
-        }
+        return weighted_inputs("direction", "NADA_DIRECTION", ("First direction.", "Second direction.",
+                               "Optional third direction."), -10.0, "Weight of direction {} (negative moves away from it).")
 
     def combine(self, direction_1, weight_1, direction_2, weight_2, direction_3=None, weight_3=1.0):
         parts = [(direction_1, weight_1), (direction_2, weight_2)]
