@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from nada.adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from tests.robustness.robust_fixtures import Hang, deadline
-from tests.robustness.test_fuzz_formats import FAST, HUGE, ST_DTYPES, byte_mutation
+from tests.robustness.test_fuzz_formats import FAST, byte_mutation, safetensors_header_mutation
 from tests.stylegan2 import format_fixtures as ff
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -67,32 +67,23 @@ def outcome(data: bytes, label: str) -> str:
     return "ok"
 
 
-@st.composite
-def header_mutation(draw, data: bytes) -> bytes:
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    body = data[8 + n :]
-    names = sorted(k for k in header if k != "__metadata__")
-    kind = draw(st.sampled_from(["shape", "dtype", "offsets", "kind", "format", "metadata", "drop"]))
-    name = draw(st.sampled_from(names))
-    meta = header["__metadata__"]
-    if kind == "shape":
-        header[name]["shape"] = draw(st.lists(st.one_of(st.integers(0, 64), HUGE), max_size=5))
-    elif kind == "dtype":
-        header[name]["dtype"] = draw(st.sampled_from(ST_DTYPES))
-    elif kind == "offsets":
-        a, b = header[name]["data_offsets"]
-        header[name]["data_offsets"] = [draw(st.one_of(st.just(a), HUGE)), draw(st.one_of(st.just(b), HUGE))]
-    elif kind == "kind":
-        meta["kind"] = draw(st.sampled_from(["lora", "delta", "modulation", "", "LORA", "x" * 300]))
-    elif kind == "format":
-        meta["format"] = draw(st.sampled_from(["nada.generator", "", "nada.adapter2"]))
-    elif kind == "metadata":
-        meta["metadata"] = draw(st.sampled_from(["[]", "1", "null", '"x"', "{", '{"base_fingerprint": 5}',
-                                                 '{"base_fingerprint": null}', '{"name": [1, 2]}']))
-    else:
-        del header[name]
-    return len(json.dumps(header).encode()).to_bytes(8, "little") + json.dumps(header).encode() + body
+def _set(key: str, values: list[str]):
+    def mutate(draw, meta: dict) -> None:
+        meta[key] = draw(st.sampled_from(values))
+
+    return mutate
+
+
+ADAPTER_METADATA_MUTATIONS = {
+    "kind": _set("kind", ["lora", "delta", "modulation", "", "LORA", "x" * 300]),
+    "format": _set("format", ["nada.generator", "", "nada.adapter2"]),
+    "metadata": _set("metadata", ["[]", "1", "null", '"x"', "{", '{"base_fingerprint": 5}',
+                                  '{"base_fingerprint": null}', '{"name": [1, 2]}']),
+}
+
+
+def header_mutation(data: bytes):
+    return safetensors_header_mutation(data, ADAPTER_METADATA_MUTATIONS)
 
 
 @st.composite

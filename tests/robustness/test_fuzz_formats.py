@@ -119,13 +119,24 @@ HUGE = st.sampled_from([0, 1, 3, 2**31 - 1, 2**32, 2**40, 2**62, 2**63 - 1, 2**6
 ST_DTYPES = ["F16", "BF16", "F32", "F64", "I8", "U8", "I16", "I32", "I64", "BOOL", "F8_E4M3", "C64", "XYZ"]
 
 
+def _mutate_config(draw, meta: dict) -> None:
+    cfg = json.loads(meta["config"])
+    key = draw(st.sampled_from(sorted(cfg)))
+    cfg[key] = draw(st.one_of(HUGE, st.sampled_from([2**20, 2**30, 4096, 17, 0.5, None, "x", [], [2**40] * 3])))
+    meta["config"] = json.dumps(cfg)
+
+
 @st.composite
-def safetensors_header_mutation(draw, data: bytes) -> bytes:
+def safetensors_header_mutation(draw, data: bytes, metadata_mutations=None) -> bytes:
+    """One change to a .safetensors header: a tensor entry's shape, dtype or offsets, a dropped entry,
+    the header length, the format version, or one of `metadata_mutations` (name -> fn(draw, metadata);
+    default: our generator config)."""
+    extra = {"config": _mutate_config} if metadata_mutations is None else metadata_mutations
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     body = data[8 + n :]
     names = sorted(k for k in header if k != "__metadata__")
-    kind = draw(st.sampled_from(["shape", "dtype", "offsets", "config", "version", "drop", "length"]))
+    kind = draw(st.sampled_from(["shape", "dtype", "offsets", "version", "drop", "length", *extra]))
     name = draw(st.sampled_from(names))
     if kind == "shape":
         header[name]["shape"] = draw(st.lists(st.one_of(st.integers(0, 64), HUGE), max_size=5))
@@ -134,16 +145,12 @@ def safetensors_header_mutation(draw, data: bytes) -> bytes:
     elif kind == "offsets":
         a, b = header[name]["data_offsets"]
         header[name]["data_offsets"] = [draw(st.one_of(st.just(a), HUGE)), draw(st.one_of(st.just(b), HUGE))]
-    elif kind == "config":
-        meta = header["__metadata__"]
-        cfg = json.loads(meta["config"])
-        key = draw(st.sampled_from(sorted(cfg)))
-        cfg[key] = draw(st.one_of(HUGE, st.sampled_from([2**20, 2**30, 4096, 17, 0.5, None, "x", [], [2**40] * 3])))
-        meta["config"] = json.dumps(cfg)
     elif kind == "version":
         header["__metadata__"]["format_version"] = draw(st.sampled_from(["0", "2", "-1", "x", "", "1e9", "99"]))
     elif kind == "drop":
         del header[name]
+    elif kind in extra:
+        extra[kind](draw, header["__metadata__"])
     raw = json.dumps(header).encode()
     length = len(raw)
     if kind == "length":
