@@ -26,8 +26,8 @@ PSI = 0.7
 
 # (file, source text, target text): the before/after pictures of the README.
 EXAMPLES = (
-    ("demo_red_to_blue.png", "red", "blue"),
-    ("demo_to_green.png", "red", "green"),
+    ("demo_blue_to_red.png", "blue", "red"),
+    ("demo_green_to_purple.png", "green", "purple"),
     ("demo_gray_to_white_background.png", "gray background", "white background"),
 )
 
@@ -35,7 +35,7 @@ EXAMPLES = (
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(DOCS_IMAGES), help="folder (default docs/images of the checkout)")
-    ap.add_argument("--steps", type=int, default=60, help="adaptation steps per example (default 60)")
+    ap.add_argument("--steps", type=int, default=100, help="adaptation steps per example (default 100)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))  # the same pixels on every run of a machine
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """`python -m nada demo`: the method, shown on a CPU in a few minutes with the project's own models.
 
 Loads the bundled demo generator (shapes world, `nada.demo.train_generator`) and the tiny CLIP,
-adapts the generator from one text to another (default "red" -> "blue"), writes a before/after grid
+adapts the generator from one text to another (default "blue" -> "red"), writes a before/after grid
 (top row before, bottom row after, same seeds) and the adapted generator, and prints the tiny CLIP's
 judgement before and after: the mean probability it gives the target text against the source text.
 """
@@ -49,7 +49,7 @@ def load_demo_world(generator: str | Path = DEMO_GENERATOR):
     return load_generator(generator), load_clip(config, weights=weights, name="tiny-clip", device="cpu")
 
 
-def adapt_demo(G, clip, source: str, target: str, steps: int = 60, seed: int = 0, layers: str = "all", callback=None):
+def adapt_demo(G, clip, source: str, target: str, steps: int = 100, seed: int = 0, layers: str = "all", callback=None):
     """The demo's adaptation: a seeded text-guided NADA run of `steps` steps on the CPU."""
     from ..adapt import AdaptConfig, adapt
     from ..directions import text_direction
@@ -60,9 +60,9 @@ def adapt_demo(G, clip, source: str, target: str, steps: int = 60, seed: int = 0
 
 @command("demo", "adapt the bundled demo generator with the tiny CLIP and write a before/after grid")
 def demo_command(p: argparse.ArgumentParser) -> Runner:
-    p.add_argument("--source", default="red", help='source text (default "red")')
-    p.add_argument("--target", default="blue", help='target text (default "blue")')
-    p.add_argument("--steps", type=int, default=60, help="adaptation steps (default 60)")
+    p.add_argument("--source", default="blue", help='source text (default "blue")')
+    p.add_argument("--target", default="red", help='target text (default "red")')
+    p.add_argument("--steps", type=int, default=100, help="adaptation steps (default 100)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--seeds", default="0-7", help="seeds of the before/after grid (default 0-7)")
     p.add_argument("--layers", default="all", help="layers to train (default all)")

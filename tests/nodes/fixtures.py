@@ -140,6 +140,6 @@ def install_demo_models(stylegan_dir: Path, base: Path) -> None:
 
 
 def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60) -> dict:
-    """The same graph on the demo world: "red" -> "blue" (or a blue-circle image), `steps` steps."""
+    """The same graph on the demo world: "blue" -> "red" (or a blue-circle image), `steps` steps."""
     return _rewrite(prompt, generator=DEMO_GENERATOR_FILE, clip=("tiny-clip", DEMO_CLIP_FILE), image=DEMO_STYLE_IMAGE,
-                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8, texts=("red", "blue"))
+                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8, texts=("blue", "red"))

@@ -23,6 +23,8 @@ from tests.nodes.workflow_api import node_info, ui_to_api, validate_ui_workflow
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
 EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation"}
+REDNESS_RISE = 0.03  # measured 0.058 (-0.074 -> -0.016) at 40 steps
+SHAPE_KEPT = 0.6  # measured 0.77
 
 
 def definitions(pack, lenient_files: bool):
@@ -100,14 +102,15 @@ def test_example_runs_end_to_end_on_tiny_models(pack, bridge, path, tmp_path):
     assert (tmp_path / "models" / "stylegan" / GENERATOR_FILE).is_file()
 
 
-def _blueness(images: torch.Tensor) -> float:
-    """Mean of blue minus red over the pixels of a [B, H, W, 3] batch in 0..1."""
-    return (images[..., 2] - images[..., 0]).mean().item()
+def _redness(images: torch.Tensor) -> float:
+    """Mean of red minus blue over the pixels of a [B, H, W, 3] batch in 0..1."""
+    return (images[..., 0] - images[..., 2]).mean().item()
 
 
-def test_text_guided_example_on_the_demo_world_turns_the_shapes_blue(pack, bridge, tmp_path):
-    """The text-guided example, run on the bundled demo generator and tiny CLIP with "red" -> "blue",
-    makes the after images bluer than the before images of the same latents, layout kept."""
+def test_text_guided_example_on_the_demo_world_moves_the_images_toward_red(pack, bridge, tmp_path):
+    """The text-guided example, run on the bundled demo generator and tiny CLIP with "blue" -> "red",
+    makes the after images redder than the before images of the same latents, with the shapes where
+    they were."""
     install_demo_models(stylegan_dir=tmp_path / "models" / "stylegan", base=tmp_path)
     workflow = json.loads((ROOT / "example_workflows" / "nada_text_guided.json").read_text(encoding="utf-8"))
     prompt = demo_world(ui_to_api(workflow, definitions(pack, lenient_files=False)), steps=40)
@@ -115,9 +118,12 @@ def test_text_guided_example_on_the_demo_world_turns_the_shapes_blue(pack, bridg
     by_title = {prompt[nid]["_meta"]["title"]: images for nid, images in run.sink_images.items()}
     before, after = by_title["Before"], by_title["After"]
     assert before.shape == after.shape and before.shape[1:3] == (32, 32)
-    assert _blueness(after) > _blueness(before) + 0.05, (_blueness(before), _blueness(after))
-    # Same latents: where the shapes are does not move (pixels far from the background in both).
-    def shape(x):
-        return (x - x[:, :1, :1, :]).abs().amax(-1) > 0.2
+    print("redness before/after", _redness(before), _redness(after))
+    assert _redness(after) > _redness(before) + REDNESS_RISE, (_redness(before), _redness(after))
+
+    def shape(x):  # pixels clearly off the gray background
+        return (x - 0.5).abs().amax(-1) > 0.2
+
     inter, union = (shape(before) & shape(after)).sum().item(), (shape(before) | shape(after)).sum().item()
-    assert inter / max(union, 1) > 0.5, inter / max(union, 1)
+    print("shape IoU before/after", inter / max(union, 1))
+    assert inter / max(union, 1) > SHAPE_KEPT, inter / max(union, 1)
