@@ -138,3 +138,19 @@ def deadline(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def load_or_refuse(load, refusal: type[BaseException], label: str, seconds: float):
+    """`load()`'s result, or None when it raises `refusal`; any other exception, or taking longer than
+    `seconds`, fails the test (the bugs the fuzzers look for)."""
+    import pytest
+
+    try:
+        with deadline(seconds):
+            return load()
+    except refusal:
+        return None
+    except Hang:
+        pytest.fail(f"{label}: took more than {seconds} s")
+    except BaseException as e:  # noqa: BLE001 - anything but the refusal is the bug we look for
+        pytest.fail(f"{label}: {type(e).__name__}: {e}")
