@@ -346,12 +346,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "TorchScript archives such as OpenAI's original ViT-B-32.pt are refused. Use the open_clip "
                 "weights (e.g. the .safetensors of the open_clip model on Hugging Face) instead."
             ) from None
+        check_tensors_fit(sd, path.name, size, ClipError)
     else:
         raise ClipError(
             f"{path.name}: unknown weights format {suffix or '(none)'}; use one of {', '.join(WEIGHT_SUFFIXES)}"
         )
-    if suffix != ".safetensors":
-        check_tensors_fit(sd, path.name, size, ClipError)
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

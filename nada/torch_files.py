@@ -26,7 +26,7 @@ def check_torch_archive(source: bytes | IO[bytes], size: int, where: str, error:
     fileobj = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         infos = zipfile.ZipFile(fileobj).infolist()
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:  # damaged directories raise all of these
         raise error(f"{where} is a damaged or truncated PyTorch archive ({e}); re-download it") from None
     unpacked = sum(i.file_size for i in infos)
     if unpacked > 2 * size + (1 << 20):

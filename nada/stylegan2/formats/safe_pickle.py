@@ -16,13 +16,13 @@ import pickle
 import re
 import struct
 import warnings
-import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
 from ...errors import FormatError
+from ...torch_files import check_torch_archive, overlapping
 
 
 class PersistentRecord:
@@ -83,15 +83,8 @@ def _load_storage_bytes(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise FormatError("a tensor storage in the pickle is not bytes; the file may be damaged")
     if bytes(data[:4]) == b"PK\x03\x04":
-        # A nested zip would be inflated by torch.load before any check: refuse one that expands
-        # far beyond its bytes (torch.save never compresses).
-        try:
-            unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist())
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-            raise FormatError("a tensor storage nested in the pickle is a damaged archive; the file is damaged") from None
-        if unpacked > 2 * len(data) + (1 << 20):
-            raise FormatError(f"a tensor storage nested in the pickle expands to {unpacked} bytes from {len(data)}; "
-                              "refused (a checkpoint is never compressed like that)")
+        # A nested zip would be inflated by torch.load before any check (zip bombs).
+        check_torch_archive(bytes(data), len(data), "a tensor storage nested in the pickle", FormatError)
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # torch raises several types for bad data
@@ -115,8 +108,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
     from torch._utils import _rebuild_tensor_v2
 
     t = _rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
-    # Zero or overlapping strides let a few stored bytes declare terabytes of values (see formats).
-    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+    if overlapping(t):
         raise FormatError(f"a tensor of shape {list(t.shape)} in the pickle declares more values than it stores "
                           "(overlapping strides); the file is damaged or hostile and is refused")
     return t
