@@ -11,3 +11,11 @@ def tiny_clip_files() -> tuple[Path, Path]:
     """(model config JSON, weights) of the bundled tiny CLIP; load them with
     `nada.load_clip(config, weights=weights)`."""
     return TINY_CLIP_DIR / "config.json", TINY_CLIP_DIR / "weights.safetensors"
+
+
+def load_tiny_clip(device: str = "cpu"):
+    """The bundled tiny CLIP, loaded as `nada.load_clip` does (named "tiny-clip")."""
+    from ..clip import load_clip
+
+    config, weights = tiny_clip_files()
+    return load_clip(config, weights=weights, name="tiny-clip", device=device)

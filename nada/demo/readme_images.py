@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     start = time.perf_counter()
     G, clip = load_demo_world()
-    adapted = {}
+    first = None  # the first example's adapted generator, for the interpolation and blend strips
     for name, source, target in EXAMPLES:
         G2 = adapt_demo(G, clip, source, target, steps=args.steps)
-        adapted[name] = G2
+        if first is None:
+            first = G2
         before, after = sample(G, GRID_SEEDS, PSI), sample(G2, GRID_SEEDS, PSI)
         picture = labelled_grid([("before", before), ("after", after)], scale=SCALE)
         save_image(picture, out / name, overwrite=True)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {source!r} -> {target!r}: tiny CLIP P(target) {p0:.3f} before, {p1:.3f} after")
 
     # Interpolation: the same W path through the original and the adapted generator.
-    G2 = adapted[EXAMPLES[0][0]]
+    G2 = first
     keys = z_to_w(G, seeds_to_z([3, 5], G.config.z_dim), PSI)
     path = interpolate(keys, 8, mode="lerp")
     rows = [("original", render(G, path)), ("adapted", render(G2, path))]

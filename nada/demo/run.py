@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..cli import ProgressLine, Runner, command
 from ..templates import IMAGENET_TEMPLATES
-from . import tiny_clip_files
+from . import load_tiny_clip
 
 DEMO_GENERATOR = Path(__file__).resolve().parent.parent / "assets" / "demo_generator" / "generator.safetensors"
 
@@ -42,11 +42,9 @@ def target_probability(clip, images: torch.Tensor, source: str, target: str) -> 
 
 def load_demo_world(generator: str | Path = DEMO_GENERATOR):
     """(demo generator, tiny CLIP) on the CPU."""
-    from ..clip import load_clip
     from ..stylegan2.formats import load_generator
 
-    config, weights = tiny_clip_files()
-    return load_generator(generator), load_clip(config, weights=weights, name="tiny-clip", device="cpu")
+    return load_generator(generator), load_tiny_clip()
 
 
 def adapt_demo(G, clip, source: str, target: str, steps: int = 100, seed: int = 0, layers: str = "all", callback=None):

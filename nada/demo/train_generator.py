@@ -157,9 +157,9 @@ def quality(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, float]:
     - clip_colour_agreement: how often the tiny CLIP names the same colour (zero-shot over the
       world's 8 colour words) for G(z) as for the scene it should render.
     """
-    from ..clip import load_clip
     from ..templates import apply_templates
-    from . import tiny_clip_files
+    from . import load_tiny_clip
+    from .train_tiny_clip import class_texts
 
     z = torch.randn(n, CONFIG.z_dim, generator=torch.Generator().manual_seed(seed))
     want = targets(z)
@@ -171,10 +171,8 @@ def quality(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, float]:
 
     inter = (shape(got) & shape(want)).sum((1, 2)).float()
     union = (shape(got) | shape(want)).sum((1, 2)).float().clamp_min(1)
-    config, weights = tiny_clip_files()
-    clip = load_clip(config, weights=weights, device="cpu")
-    colours = list(world.SHAPE_COLOURS)
-    text = torch.stack([F.normalize(clip.encode_text(apply_templates(c, "imagenet")).mean(0), dim=-1) for c in colours])
+    clip = load_tiny_clip()
+    text = class_texts(clip, [apply_templates(c, "imagenet") for c in world.SHAPE_COLOURS])
     agree = (clip.encode_images(got) @ text.T).argmax(1) == (clip.encode_images(want) @ text.T).argmax(1)
     return {
         "fit_l1": round((got - want).abs().mean().item(), 4),

@@ -196,6 +196,12 @@ def train(cfg: TrainConfig) -> torch.nn.Module:
     return model.eval()
 
 
+@torch.no_grad()
+def class_texts(clip, prompts: list[list[str]]) -> torch.Tensor:
+    """Zero-shot class embeddings [classes, D]: each class's prompts encoded, averaged, normalised."""
+    return torch.stack([F.normalize(clip.encode_text(p).mean(0), dim=-1) for p in prompts])
+
+
 def evaluate(clip, count: int = 800, seed_base: int = EVAL_SEED_BASE) -> dict[str, float]:
     """Zero-shot accuracies of a loaded `nada` CLIP on `count` fresh scenes (seeds seed_base...).
 
@@ -212,8 +218,7 @@ def evaluate(clip, count: int = 800, seed_base: int = EVAL_SEED_BASE) -> dict[st
         emb = torch.cat([clip.encode_images(images[i : i + 100]) for i in range(0, count, 100)])
 
     def classify(names: list[str], prompts: list[list[str]], truth: list[str]) -> float:
-        text = torch.stack([F.normalize(clip.encode_text(p).mean(0), dim=-1) for p in prompts])
-        pred = (emb @ text.T).argmax(1)
+        pred = (emb @ class_texts(clip, prompts).T).argmax(1)
         return float(np.mean([names[int(k)] == t for k, t in zip(pred, truth)]))
 
     from ..templates import apply_templates
