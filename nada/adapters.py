@@ -369,8 +369,7 @@ def load_adapter(path: str | Path) -> Adapter:
         raise AdapterError(f"{path.name}: the adapter's header is damaged ({e}); re-save or re-download it") from e
     if version > FORMAT_VERSION:
         raise AdapterError(f"{path.name} was written by a newer comfyui-nada (adapter format {version}); update comfyui-nada")
-    fingerprint = meta.get("base_fingerprint") if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or not isinstance(fingerprint, (str, type(None))):
+    if not isinstance(meta, dict) or not isinstance(meta.get("base_fingerprint"), (str, type(None))):
         raise AdapterError(f"{path.name}: the adapter's metadata is damaged (not a JSON object with a text "
                            "base_fingerprint); re-save or re-download it")
     for k, t in tensors.items():

@@ -21,7 +21,6 @@ def _engine_images(images):
     return x.permute(0, 3, 1, 2) * 2 - 1
 
 
-
 def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowest: float, weight_tip: str) -> dict:
     """INPUT_TYPES of a node that mixes two required and one optional weighted input (name_1, weight_1, ...)."""
 
@@ -33,6 +32,7 @@ def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowes
                      f"{name}_2": (type_name, {"tooltip": tips[1]}), "weight_2": weight(2)},
         "optional": {f"{name}_3": (type_name, {"tooltip": tips[2]}), "weight_3": weight(3)},
     }
+
 
 class LoadCLIP:
     NODE_ID = "NADA_LoadCLIP"
