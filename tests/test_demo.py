@@ -47,7 +47,8 @@ def test_readme_images_script_writes_every_picture_the_readme_shows(tmp_path, ca
 def test_bundled_demo_generator_draws_the_scenes_it_was_trained_for():
     """The demo generator's samples are recognisable shapes: the circle lands where the scene of the
     latent puts it, and the tiny CLIP names the same colour for the sample as for the scene. Floors sit
-    below the values the asset's training.json records (same measure, more latents)."""
+    below the values the asset's training.json records (the same measure on 256 latents; here the
+    first 96 of them)."""
     from nada.demo.run import DEMO_GENERATOR
     from nada.demo.train_generator import quality
 

@@ -32,13 +32,14 @@ CASE_SECONDS = 10
 def base() -> tuple:
     G = ff.make_generator()
     G2 = G.with_tensors({n: p.detach() + 0.05 * torch.randn_like(p) for n, p in G.named_parameters()})
-    layers = sorted({n.rsplit(".affine.", 1)[0] for n, _ in G.named_parameters() if ".affine." in n})
+    affine_rows = {n.removesuffix(".affine.weight"): p.shape[0] for n, p in G.named_parameters()
+                   if n.endswith(".affine.weight")}
     adapters = {
         "delta": extract_adapter(G, G2),
         "lora": extract_adapter(G, G2, rank=2),
-        "modulation": Adapter("modulation", {
-            f"{layer}.style_scale": 0.1 * torch.randn(dict(G.named_parameters())[f"{layer}.affine.weight"].shape[0])
-            for layer in layers}, {"base_fingerprint": G.fingerprint()}),
+        "modulation": Adapter("modulation", {f"{layer}.style_scale": 0.1 * torch.randn(rows)
+                                             for layer, rows in sorted(affine_rows.items())},
+                              {"base_fingerprint": G.fingerprint()}),
     }
     d = Path(tempfile.mkdtemp(prefix="nada-fuzz-adapter-"))
     files = {}
@@ -123,7 +124,6 @@ def tensor_mutation(draw) -> tuple[str, bytes]:
 def _any_kind(mutation):
     return st.sampled_from(["delta", "lora", "modulation"]).flatmap(
         lambda k: mutation(base()[1][k]).map(lambda data: (k, data)))
-
 
 
 @settings(max_examples=120, **FAST)
