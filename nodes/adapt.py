@@ -29,6 +29,7 @@ from ..nada import images as nada_images
 from ..nada import layers as nada_layers
 from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
+from .types import CLIP, DIRECTION, GENERATOR
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class NadaAdapt:
         "when the same inputs are queued again."
     )
     SEARCH_ALIASES = ["stylegan nada", "domain adaptation", "clip guided", "train stylegan", "fine-tune gan"]
-    RETURN_TYPES = ("STYLEGAN", "IMAGE")
+    RETURN_TYPES = (GENERATOR, "IMAGE")
     RETURN_NAMES = ("generator", "loss_plot")
     OUTPUT_TOOLTIPS = (
         "The adapted generator (a new one; the input is unchanged).",
@@ -159,9 +160,9 @@ class NadaAdapt:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "The generator to adapt; it is never modified."}),
-                "clip": ("NADA_CLIP", {"tooltip": "The CLIP model (or ensemble) that judges the images."}),
-                "direction": ("NADA_DIRECTION", {
+                "generator": (GENERATOR, {"tooltip": "The generator to adapt; it is never modified."}),
+                "clip": (CLIP, {"tooltip": "The CLIP model (or ensemble) that judges the images."}),
+                "direction": (DIRECTION, {
                     "tooltip": "Where to move, from Encode Prompt Pair, Image Direction or Combine Directions "
                                "(made with the same CLIP)."}),
                 "steps": ("INT", {"default": 150, "min": 1, "max": 100000, "step": 1,

@@ -11,6 +11,7 @@ import os
 
 from ..nada import adapters as nada_adapters
 from . import comfy_bridge as bridge
+from .types import ADAPTER, GENERATOR
 
 CATEGORY = "StyleGAN-NADA/adapters"
 STRENGTH = {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05}
@@ -25,7 +26,7 @@ class LoadAdapter:
         "the few learned tensors of a domain, to apply to the generator they were trained on."
     )
     SEARCH_ALIASES = ["nada lora", "stylegan lora", "domain adapter", "load adapter"]
-    RETURN_TYPES = ("NADA_ADAPTER",)
+    RETURN_TYPES = (ADAPTER,)
     RETURN_NAMES = ("adapter",)
     OUTPUT_TOOLTIPS = ("The adapter; connect it to Apply NADA Adapters.",)
     FUNCTION = "load"
@@ -61,7 +62,7 @@ class ApplyAdapters:
         "The base generator is not changed; only the tensors the adapters touch are new."
     )
     SEARCH_ALIASES = ["apply lora", "stack adapters", "domain strength", "nada adapter"]
-    RETURN_TYPES = ("STYLEGAN",)
+    RETURN_TYPES = (GENERATOR,)
     RETURN_NAMES = ("generator",)
     OUTPUT_TOOLTIPS = ("The generator with the adapters applied.",)
     FUNCTION = "apply"
@@ -70,11 +71,11 @@ class ApplyAdapters:
     def INPUT_TYPES(cls):
         optional = {}
         for i in (1, 2, 3):
-            optional[f"adapter_{i}"] = ("NADA_ADAPTER", {"tooltip": f"Adapter {i} (optional)."})
+            optional[f"adapter_{i}"] = (ADAPTER, {"tooltip": f"Adapter {i} (optional)."})
             optional[f"strength_{i}"] = ("FLOAT", {**STRENGTH, "tooltip": f"Strength of adapter {i}."})
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "The base generator the adapters were trained on."}),
+                "generator": (GENERATOR, {"tooltip": "The base generator the adapters were trained on."}),
                 "check_base": (
                     "BOOLEAN",
                     {"default": True, "tooltip": "Refuse adapters trained on a different base generator."},
@@ -104,7 +105,7 @@ class SaveAdapter:
         "low-rank approximation when rank > 0. Never overwrites a file."
     )
     SEARCH_ALIASES = ["save lora", "export adapter", "extract adapter"]
-    RETURN_TYPES = ("NADA_ADAPTER",)
+    RETURN_TYPES = (ADAPTER,)
     RETURN_NAMES = ("adapter",)
     OUTPUT_TOOLTIPS = ("The saved adapter.",)
     FUNCTION = "save"
@@ -113,12 +114,12 @@ class SaveAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "An adapted generator (from NADA Adapt)."}),
+                "generator": (GENERATOR, {"tooltip": "An adapted generator (from NADA Adapt)."}),
                 "filename_prefix": ("STRING", {"default": "nada_adapter", "tooltip": "File name prefix; a counter is added."}),
                 "half_precision": ("BOOLEAN", {"default": True, "tooltip": "Store fp16 (half the size; loads as fp32)."}),
             },
             "optional": {
-                "base_generator": ("STYLEGAN", {"tooltip": "The generator it was adapted from, to extract an adapter "
+                "base_generator": (GENERATOR, {"tooltip": "The generator it was adapted from, to extract an adapter "
                                                           "when the generator carries none."}),
                 "rank": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extraction only: 0 = exact "
                                                                                    "differences, N = rank-N lora."}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..nada import clip as nada_clip
 from ..nada import directions as nada_directions
 from . import comfy_bridge as bridge
+from .types import CLIP, DIRECTION, GENERATOR
 
 CATEGORY = "StyleGAN-NADA/clip"
 PRETRAINED_CHOICE = "(pretrained tag)"
@@ -44,7 +45,7 @@ class LoadCLIP:
         "JSON file of the same name next to it is loaded with that model config."
     )
     SEARCH_ALIASES = ["open_clip", "clip loader", "vit-b-32", "nada clip"]
-    RETURN_TYPES = ("NADA_CLIP",)
+    RETURN_TYPES = (CLIP,)
     RETURN_NAMES = ("clip",)
     OUTPUT_TOOLTIPS = ("The CLIP model, frozen; plug into Encode Prompt Pair, Image Direction and NADA Adapt.",)
     FUNCTION = "load"
@@ -84,14 +85,14 @@ class CLIPEnsemble:
         "paper pairs ViT-B/32 and ViT-B/16 with weight 1 each. A model with weight 0 is left out."
     )
     SEARCH_ALIASES = ["multiple clip", "clip combine", "clip weights"]
-    RETURN_TYPES = ("NADA_CLIP",)
+    RETURN_TYPES = (CLIP,)
     RETURN_NAMES = ("clip",)
     OUTPUT_TOOLTIPS = ("The ensemble; use it for the direction and for NADA Adapt.",)
     FUNCTION = "combine"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return weighted_inputs("clip", "NADA_CLIP", ("First CLIP model (or ensemble).", "Second CLIP model (or "
+        return weighted_inputs("clip", CLIP, ("First CLIP model (or ensemble).", "Second CLIP model (or "
                                "ensemble).", "Optional third CLIP model."), 0.0, "Weight of CLIP {} in the loss "
                                "(0 = leave it out).")
 
@@ -111,7 +112,7 @@ class EncodePromptPair:
         "Describe the domain, not a change: 'photo' / 'sketch', not 'make it a sketch'."
     )
     SEARCH_ALIASES = ["text direction", "prompt pair", "source target text", "nada prompt"]
-    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_TYPES = (DIRECTION,)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("The normalised text direction for every CLIP model of the ensemble.",)
     FUNCTION = "encode"
@@ -120,7 +121,7 @@ class EncodePromptPair:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("NADA_CLIP", {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
+                "clip": (CLIP, {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
                 "source": ("STRING", {"default": "photo", "tooltip": "What the generator makes now, e.g. 'photo'."}),
                 "target": ("STRING", {"default": "pencil sketch",
                                       "tooltip": "What it should make, e.g. 'pencil sketch'."}),
@@ -154,7 +155,7 @@ class ImageDirection:
         "without them, from samples of the generator."
     )
     SEARCH_ALIASES = ["image guided", "one shot", "few shot", "style images", "reference image"]
-    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_TYPES = (DIRECTION,)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("The direction from the source domain to the target images.",)
     FUNCTION = "encode"
@@ -163,13 +164,13 @@ class ImageDirection:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("NADA_CLIP", {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
+                "clip": (CLIP, {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
                 "target_images": ("IMAGE", {"tooltip": "One or more images of the target domain or style."}),
             },
             "optional": {
                 "source_images": ("IMAGE", {"tooltip": "Images of the source domain; if absent, generator "
                                                        "samples are used."}),
-                "generator": ("STYLEGAN", {"tooltip": "Source of samples when no source images are given."}),
+                "generator": (GENERATOR, {"tooltip": "Source of samples when no source images are given."}),
                 "source_samples": ("INT", {"default": 16, "min": 1, "max": 1024, "step": 1,
                                            "tooltip": "How many generator samples (seeds 0..N-1) stand for "
                                                       "the source domain."}),
@@ -198,14 +199,14 @@ class CombineDirections:
         "direction, or two styles at once."
     )
     SEARCH_ALIASES = ["mix directions", "direction blend", "multiple prompts"]
-    RETURN_TYPES = ("NADA_DIRECTION",)
+    RETURN_TYPES = (DIRECTION,)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("The combined (renormalised) direction.",)
     FUNCTION = "combine"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return weighted_inputs("direction", "NADA_DIRECTION", ("First direction.", "Second direction.",
+        return weighted_inputs("direction", DIRECTION, ("First direction.", "Second direction.",
                                "Optional third direction."), -10.0, "Weight of direction {} (negative moves away from it).")
 
     def combine(self, direction_1, weight_1, direction_2, weight_2, direction_3=None, weight_3=1.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
+from .types import GENERATOR
 
 CATEGORY = "StyleGAN-NADA/loaders"
 
@@ -18,7 +19,7 @@ class LoadStyleGAN2:
         "from the file."
     )
     SEARCH_ALIASES = ["stylegan", "load gan", "stylegan2 loader", "ffhq"]
-    RETURN_TYPES = ("STYLEGAN",)
+    RETURN_TYPES = (GENERATOR,)
     RETURN_NAMES = ("generator",)
     OUTPUT_TOOLTIPS = ("The generator, on the CPU in eval mode; downstream nodes never modify it.",)
     FUNCTION = "load"

@@ -13,6 +13,7 @@ import torch
 from ..nada import images as nada_images
 from ..nada import sample as nada_sample
 from . import comfy_bridge as bridge
+from .types import GENERATOR, LATENT
 
 CATEGORY = "StyleGAN-NADA/sampling"
 NOISE_MODES = ["const", "random", "none"]
@@ -53,7 +54,7 @@ class LatentFromSeed:
         "latents with the original and the adapted generator to compare them side by side."
     )
     SEARCH_ALIASES = ["stylegan latent", "seed to w", "w plus", "truncation"]
-    RETURN_TYPES = ("STYLEGAN_LATENT",)
+    RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("W+ latents, one per seed, with their seeds.",)
     FUNCTION = "make"
@@ -62,7 +63,7 @@ class LatentFromSeed:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "The generator whose mapping network makes the latents."}),
+                "generator": (GENERATOR, {"tooltip": "The generator whose mapping network makes the latents."}),
                 "seeds": ("STRING", {"default": "0-3", "tooltip": SEEDS_TOOLTIP}),
                 "truncation_psi": (
                     "FLOAT", {"default": 0.7, "min": -2.0, "max": 2.0, "step": 0.05, "tooltip": PSI_TOOLTIP},
@@ -95,8 +96,8 @@ class RenderLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "The generator to render with (original or adapted)."}),
-                "latent": ("STYLEGAN_LATENT", {"tooltip": "W+ latents from Latent from Seed or Interpolate Latents."}),
+                "generator": (GENERATOR, {"tooltip": "The generator to render with (original or adapted)."}),
+                "latent": (LATENT, {"tooltip": "W+ latents from Latent from Seed or Interpolate Latents."}),
                 "noise_mode": (NOISE_MODES, {"default": "const", "tooltip": NOISE_TOOLTIP}),
             }
         }
@@ -123,7 +124,7 @@ class Sample:
     @classmethod
     def INPUT_TYPES(cls):
         spec = LatentFromSeed.INPUT_TYPES()
-        spec["required"]["generator"] = ("STYLEGAN", {"tooltip": "The generator to sample from."})
+        spec["required"]["generator"] = (GENERATOR, {"tooltip": "The generator to sample from."})
         spec["required"]["noise_mode"] = (NOISE_MODES, {"default": "const", "tooltip": NOISE_TOOLTIP})
         return spec
 
@@ -143,7 +144,7 @@ class InterpolateLatents:
         "video nodes: render the result and feed the IMAGE batch to a video combine / save node."
     )
     SEARCH_ALIASES = ["latent walk", "interpolation", "stylegan video", "morph"]
-    RETURN_TYPES = ("STYLEGAN_LATENT",)
+    RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("One latent per frame.",)
     FUNCTION = "interpolate"
@@ -152,7 +153,7 @@ class InterpolateLatents:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "latent": ("STYLEGAN_LATENT", {"tooltip": "Keyframe latents (at least two), visited in batch order."}),
+                "latent": (LATENT, {"tooltip": "Keyframe latents (at least two), visited in batch order."}),
                 "frames": ("INT", {"default": 24, "min": 2, "max": 10000, "step": 1,
                                    "tooltip": "Number of frames in the output, ends included."}),
                 "mode": (["lerp", "slerp"], {"default": "lerp",
@@ -178,7 +179,7 @@ class BlendGenerators:
         "exaggerate it."
     )
     SEARCH_ALIASES = ["weight interpolation", "model merge", "stylegan blend", "style strength"]
-    RETURN_TYPES = ("STYLEGAN",)
+    RETURN_TYPES = (GENERATOR,)
     RETURN_NAMES = ("generator",)
     OUTPUT_TOOLTIPS = ("A new generator; neither input is changed.",)
     FUNCTION = "blend"
@@ -187,8 +188,8 @@ class BlendGenerators:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator_a": ("STYLEGAN", {"tooltip": "The generator at alpha 0 (usually the original)."}),
-                "generator_b": ("STYLEGAN", {"tooltip": "The generator at alpha 1 (usually the adapted one)."}),
+                "generator_a": (GENERATOR, {"tooltip": "The generator at alpha 0 (usually the original)."}),
+                "generator_b": (GENERATOR, {"tooltip": "The generator at alpha 1 (usually the adapted one)."}),
                 "alpha": ("FLOAT", {"default": 0.5, "min": -1.0, "max": 2.0, "step": 0.05,
                                     "tooltip": "How far from A toward B; outside 0..1 extrapolates."}),
             }

@@ -6,6 +6,7 @@ import os
 
 from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
+from .types import GENERATOR
 
 FORMATS = {
     "safetensors": ".safetensors",
@@ -33,7 +34,7 @@ class SaveGenerator:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("STYLEGAN", {"tooltip": "The generator to save (e.g. from NADA Adapt)."}),
+                "generator": (GENERATOR, {"tooltip": "The generator to save (e.g. from NADA Adapt)."}),
                 "filename_prefix": ("STRING", {"default": "nada/adapted", "tooltip": (
                     "Name under output/stylegan/; a counter is appended so nothing is overwritten. "
                     "Subfolders are allowed.")}),
