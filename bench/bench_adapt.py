@@ -63,8 +63,8 @@ def _models(device):
 def run_case(name: str, steps: int, device: str) -> dict:
     import torch
 
-    from nada.adapt import AdaptConfig, adapt
-    from nada.sample import sample
+    from nada.adaptation import AdaptConfig, adapt
+    from nada.sampling import sample
 
     dev = torch.device(device)
     G, clip, direction = _models(dev)

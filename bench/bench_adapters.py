@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nada import layers  # noqa: E402
-from nada.adapters import make_parameterization, save_adapter  # noqa: E402
+from nada.adaptation.parameterizations import make_parameterization
+from nada.adapters import save_adapter  # noqa: E402
 from nada.stylegan2 import Generator, GeneratorConfig, channels_rosinality  # noqa: E402
 
 

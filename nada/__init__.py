@@ -4,57 +4,46 @@
     G = nada.load_generator("ffhq.pt")
     clip = nada.load_clip("ViT-B-32", pretrained="openai")
     d = nada.text_direction(clip, "photo", "pencil sketch")
-    G2 = nada.adapt(G, clip, d, nada.AdaptConfig(steps=300))
-    nada.save_generator(G2, "sketch.safetensors")
+    result = nada.adapt(G, clip, d, nada.AdaptConfig(steps=300))
+    nada.save_generator(result.generator, "sketch.safetensors")
 
-This package never imports ComfyUI and uses only relative imports, so it works both as the top-level
-package `nada` and as a subpackage of the ComfyUI node pack.
+This package never imports ComfyUI and uses only relative imports. It has one import identity, the
+top-level package `nada`: the node pack loads it under that name too (see `nodes/engine.py`), so a
+generator made by a node is a `nada.Generator` for tests and scripts as well.
+
+No public function shares its name with a module of this package (the run lives in `nada.adaptation`,
+the sampling helpers in `nada.sampling`), so `nada.adapt` and `nada.sample` are always the functions.
 """
 
-import sys as _sys
-import types as _types
-
-from . import adapt, sample
-from .adapt import AdaptConfig, AdaptError, AdaptProgress
+from .adaptation import AdaptConfig, AdaptError, AdaptProgress, AdaptResult, adapt, adapter_of
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
 from .directions import Direction, combine_directions, image_direction, text_direction
 from .errors import ConfigError, FormatError, NadaError
-from .sample import blend_generators, interpolate, seed_to_z
+from .sampling import blend_generators, interpolate, render, sample, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
-
-__version__ = "0.1.0"
-
-
-class _CallableModule(_types.ModuleType):
-    """`nada.adapt(...)` and `nada.sample(...)` call the function of the same name in the module,
-    while `nada.adapt.AdaptConfig`, `from nada.adapt import ...` keep working: one name, no shadowing."""
-
-    def __call__(self, *args, **kwargs):
-        return getattr(self, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
-
-
-for _module in (adapt, sample):
-    _sys.modules[_module.__name__].__class__ = _CallableModule
+from .version import __version__
 
 __all__ = [
     "AdaptConfig",
     "AdaptError",
     "AdaptProgress",
+    "AdaptResult",
     "Adapter",
     "AdapterError",
     "ClipEnsemble",
     "ClipModel",
     "ClipSpec",
     "ConfigError",
-    "FormatError",
     "Direction",
+    "FormatError",
     "Generator",
     "GeneratorConfig",
     "NadaError",
     "__version__",
     "adapt",
+    "adapter_of",
     "apply_adapters",
     "as_ensemble",
     "blend_generators",
@@ -68,8 +57,9 @@ __all__ = [
     "load_clip",
     "load_ensemble",
     "load_generator",
-    "save_adapter",
+    "render",
     "sample",
+    "save_adapter",
     "save_generator",
     "seed_to_z",
     "text_direction",

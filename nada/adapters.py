@@ -21,12 +21,11 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .errors import NadaError
 from .stylegan2 import Generator
@@ -99,6 +98,12 @@ class Adapter:
         return add, mod
 
 
+def is_conv_weight(name: str) -> bool:
+    """Whether a generator parameter is a convolution weight (what lora adapts)."""
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in ("conv0", "conv1", "torgb")
+
+
 def lora_delta(a: torch.Tensor, b: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """B @ A reshaped to the weight's shape."""
     return (b @ a).reshape(shape)
@@ -108,139 +113,6 @@ def modulated_affine(weight: torch.Tensor, bias: torch.Tensor, d: torch.Tensor) 
     """The affine rows scaled by (1 + d): styles become styles * (1 + d)."""
     factor = 1 + d
     return weight * factor[:, None], bias * factor
-
-
-# ---------------------------------------------------------------------------------------------
-# Training-side parameterisations
-
-
-class Parameterization(nn.Module):
-    """Learned tensors over a frozen generator: `overrides()` gives the effective tensors to run with.
-
-    `nada.adapt` calls the trainable generator through `torch.func.functional_call(G, overrides)`.
-    """
-
-    kind = "full"
-
-    def overrides(self, G: Generator) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def parameters_for(self, names: Iterable[str]) -> list[nn.Parameter]:
-        """The learned tensors that belong to the given generator parameter names."""
-        raise NotImplementedError
-
-    def named_tensors(self) -> dict[str, nn.Parameter]:
-        """The learned tensors keyed as in the adapter file (`<param>.lora_A`, `<layer>.style_scale`)."""
-        raise NotImplementedError
-
-    def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
-        raise NotImplementedError
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "__")
-
-
-class LoraParameterization(Parameterization):
-    kind = "lora"
-
-    def __init__(self, G: Generator, weight_names: Sequence[str], rank: int, generator: torch.Generator):
-        super().__init__()
-        if rank < 1:
-            raise AdapterError(f"lora rank must be at least 1, got {rank}")
-        params = dict(G.named_parameters())
-        self.names = list(weight_names)
-        self.a = nn.ParameterDict()
-        self.b = nn.ParameterDict()
-        for name in self.names:
-            w = params[name]
-            r = min(rank, w.shape[0], w[0].numel())
-            fan = w[0].numel()
-            # A ~ N(0, 1/r) so an Adam step on B moves W by about lr per element, as in full training.
-            a = torch.randn(r, fan, generator=generator) / math.sqrt(r)
-            self.a[_key(name)] = nn.Parameter(a.to(w.device, w.dtype))
-            self.b[_key(name)] = nn.Parameter(torch.zeros(w.shape[0], r, device=w.device, dtype=w.dtype))
-
-    def overrides(self, G: Generator) -> dict[str, torch.Tensor]:
-        params = dict(G.named_parameters())
-        return {
-            n: params[n] + lora_delta(self.a[_key(n)], self.b[_key(n)], params[n].shape) for n in self.names
-        }
-
-    def parameters_for(self, names: Iterable[str]) -> list[nn.Parameter]:
-        wanted = set(names)
-        return [p for n in self.names if n in wanted for p in (self.a[_key(n)], self.b[_key(n)])]
-
-    def named_tensors(self) -> dict[str, nn.Parameter]:
-        out = {}
-        for n in self.names:
-            out[f"{n}.lora_A"], out[f"{n}.lora_B"] = self.a[_key(n)], self.b[_key(n)]
-        return out
-
-    def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
-        tensors = {k: t.detach().clone() for k, t in self.named_tensors().items()}
-        return Adapter("lora", tensors, dict(metadata or {}))
-
-
-class ModulationParameterization(Parameterization):
-    kind = "modulation"
-
-    def __init__(self, G: Generator, layer_names: Sequence[str]):
-        super().__init__()
-        params = dict(G.named_parameters())
-        self.layers = list(layer_names)
-        self.d = nn.ParameterDict()
-        for layer in self.layers:
-            w = params[f"{layer}.affine.weight"]
-            self.d[_key(layer)] = nn.Parameter(torch.zeros(w.shape[0], device=w.device, dtype=w.dtype))
-
-    def overrides(self, G: Generator) -> dict[str, torch.Tensor]:
-        params = dict(G.named_parameters())
-        out = {}
-        for layer in self.layers:
-            w, b = modulated_affine(
-                params[f"{layer}.affine.weight"], params[f"{layer}.affine.bias"], self.d[_key(layer)]
-            )
-            out[f"{layer}.affine.weight"], out[f"{layer}.affine.bias"] = w, b
-        return out
-
-    def parameters_for(self, names: Iterable[str]) -> list[nn.Parameter]:
-        names = list(names)
-        return [self.d[_key(layer)] for layer in self.layers if any(n.startswith(f"{layer}.") for n in names)]
-
-    def named_tensors(self) -> dict[str, nn.Parameter]:
-        return {f"{layer}.style_scale": self.d[_key(layer)] for layer in self.layers}
-
-    def to_adapter(self, metadata: dict[str, Any] | None = None) -> Adapter:
-        tensors = {k: t.detach().clone() for k, t in self.named_tensors().items()}
-        return Adapter("modulation", tensors, dict(metadata or {}))
-
-
-def make_parameterization(
-    kind: str, G: Generator, trainable_names: Sequence[str], rank: int = 4, seed: int = 0
-) -> Parameterization | None:
-    """The parameterisation of `kind` over the generator parameters `trainable_names` (None for full).
-
-    lora adapts the conv weights among them; modulation adapts the style of every layer among them.
-    """
-    if kind == "full":
-        return None
-    if kind == "lora":
-        names = [n for n in trainable_names if _is_conv_weight(n)]
-        if not names:
-            raise AdapterError("lora needs at least one convolution weight among the trained layers")
-        return LoraParameterization(G, names, rank, torch.Generator().manual_seed(seed))
-    if kind == "modulation":
-        layers = sorted({n.removesuffix(".affine.weight") for n in trainable_names if n.endswith(".affine.weight")})
-        if not layers:
-            raise AdapterError("modulation needs at least one styled layer among the trained layers")
-        return ModulationParameterization(G, layers)
-    raise AdapterError(f"unknown parameterization {kind!r}; expected 'full', 'lora' or 'modulation'")
-
-
-def _is_conv_weight(name: str) -> bool:
-    parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in ("conv0", "conv1", "torgb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +181,7 @@ def extract_adapter(
     tensors = {}
     dropped = []
     for n, d in changed.items():
-        if not _is_conv_weight(n):
+        if not is_conv_weight(n):
             dropped.append(n)
             continue
         m = d.reshape(d.shape[0], -1).float()

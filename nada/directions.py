@@ -35,8 +35,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .clip import ClipEnsemble, ClipModel, as_ensemble, pil_to_tensor
+from .clip import ClipEnsemble, ClipModel, as_ensemble
 from .errors import DirectionError
+from .images import pil_to_tensor
 from .templates import PART_TEMPLATES, Templates, apply_templates, resolve_templates
 
 # A direction shorter than this (a difference of unit vectors) is treated as zero: the two sides
@@ -211,7 +212,7 @@ def _is_generator(obj: Any) -> bool:
 
 def generator_samples(G: Any, count: int = DEFAULT_SOURCE_SAMPLES) -> torch.Tensor:
     """The source samples of an image direction: seeds 0..count-1, truncation 1, per-seed noise."""
-    from .sample import sample
+    from .sampling import sample
 
     if count < 1:
         raise DirectionError(f"source_samples must be at least 1, got {count}")

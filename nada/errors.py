@@ -8,7 +8,15 @@ class NadaError(Exception):
 
 
 class ConfigError(NadaError, ValueError):
-    """A configuration value is out of range or inconsistent."""
+    """A configuration value is out of range or inconsistent.
+
+    `field` names the config field at fault (None when several are), so a front end can name its own
+    input instead (the ComfyUI node maps fields to inputs with a table).
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ClipError(NadaError):

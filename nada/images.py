@@ -1,4 +1,5 @@
-"""Converting generator output ([B, C, H, W] in [-1, 1]) to viewable images and grids."""
+"""Image layouts in one place: generator tensors ([B, C, H, W] in [-1, 1]), PIL images, ComfyUI IMAGE
+([B, H, W, 3] in [0, 1]) and grids."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from .errors import NadaError
 from .io import atomic_write
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image -> [3, H, W] float32 in [-1, 1] (RGB), the generators' convention."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped (generator output is unclamped and slightly overshoots)."""
     return ((images.detach().float() + 1.0) * 0.5).clamp(0.0, 1.0)
@@ -29,6 +36,17 @@ def to_hwc(images: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return x[:, :3].permute(0, 2, 3, 1).contiguous()
+
+
+def from_hwc(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] in [0, 1] -> [B, 3, H, W] in [-1, 1] float32 on the CPU (the engine's
+    layout); one channel is repeated to RGB, an alpha channel is dropped."""
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise NadaError(f"expected an IMAGE batch [B, H, W, C] with C in 1, 3, 4, got shape {list(images.shape)}")
+    x = images.detach().float().cpu()[..., :3]
+    if x.shape[-1] == 1:
+        x = x.repeat(1, 1, 1, 3)
+    return x.permute(0, 3, 1, 2) * 2 - 1
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -14,7 +14,6 @@ Embeddings need not be normalised on input: each function normalises what the fo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 # Floor on ||dI|| in the directional losses. The spec normalises dI with no epsilon, so an exactly
 # unchanged pair (every pair at the first step here: the frozen and trainable generators start equal
@@ -130,8 +129,3 @@ def crop_patches(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
             t, lft, h, w = (int(v) for v in boxes[i, j])
             patches.append(images[i, :, t : t + h, lft : lft + w])
     return torch.stack(patches)
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity (a small public helper for tests and reports)."""
-    return F.cosine_similarity(a.float(), b.float(), dim=-1)

@@ -5,6 +5,9 @@ Node ids carry the `NADA_` prefix and never change once released; display names 
 
 from __future__ import annotations
 
+from . import engine  # noqa: F401  (first: makes the engine importable as `nada`, see engine.py)
+
+# isort: split
 from . import comfy_bridge
 from .adapt import NADA_NODES as _ADAPT
 from .adapters import NADA_NODES as _ADAPTERS

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
-from ..nada import adapters as nada_adapters
+from nada import adapters as nada_adapters
+from nada.adaptation import adapter_of
+
 from . import comfy_bridge as bridge
 from .types import ADAPTER, GENERATOR
 
@@ -129,7 +131,7 @@ class SaveAdapter:
     def save(self, generator, filename_prefix, half_precision, base_generator=None, rank=0):
         import torch
 
-        adapter = getattr(generator, "adapter", None)
+        adapter = adapter_of(generator)
         if adapter is None:
             if base_generator is None:
                 raise bridge.NodeError(

@@ -9,7 +9,6 @@ Inside ComfyUI the same functions go to `folder_paths`, `comfy.utils.ProgressBar
 
 from __future__ import annotations
 
-import copy
 import importlib
 import logging
 import os
@@ -358,18 +357,6 @@ class Progress:
             self._bar.update_absolute(min(int(value), self.total), self.total, payload)
         except interrupt_exception_type():
             self.interrupted = True
-
-
-def module_on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`module` itself if it already lives on `device`, else a copy there (the input is never moved)."""
-    try:
-        current = next(module.parameters()).device
-    except StopIteration:
-        return module
-    device = torch.device(device)
-    if current.type == device.type and (current.index or 0) == (device.index or 0):
-        return module
-    return copy.deepcopy(module).to(device)
 
 
 def sibling_json(path: str) -> str | None:

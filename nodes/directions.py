@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from ..nada import clip as nada_clip
-from ..nada import directions as nada_directions
+from nada import clip as nada_clip
+from nada import devices as nada_devices
+from nada import directions as nada_directions
+from nada import errors as nada_errors
+from nada import images as nada_images
+
 from . import comfy_bridge as bridge
 from .types import CLIP, DIRECTION, GENERATOR
 
@@ -14,12 +18,10 @@ TEMPLATE_CHOICES = ["imagenet", "none", "custom"]
 
 def _engine_images(images):
     """ComfyUI IMAGE [B, H, W, C] in 0..1 -> [B, 3, H, W] in [-1, 1] (the engine's image layout)."""
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise bridge.NodeError(f"expected an IMAGE batch [B, H, W, C], got shape {list(images.shape)}")
-    x = images.detach().float().cpu()[..., :3]
-    if x.shape[-1] == 1:
-        x = x.repeat(1, 1, 1, 3)
-    return x.permute(0, 3, 1, 2) * 2 - 1
+    try:
+        return nada_images.from_hwc(images)
+    except nada_errors.NadaError as e:
+        raise bridge.NodeError(str(e)) from None
 
 
 def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowest: float, weight_tip: str) -> dict:
@@ -181,7 +183,7 @@ class ImageDirection:
         if source_images is not None:
             source = _engine_images(source_images)
         elif generator is not None:
-            source = bridge.module_on_device(generator, bridge.torch_device())
+            source = nada_devices.on_device(generator, bridge.torch_device())
         else:
             raise bridge.NodeError("connect source_images or a generator (its samples stand for the source domain)")
         direction = nada_directions.image_direction(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..nada.stylegan2 import formats as nada_formats
+from nada.stylegan2 import formats as nada_formats
+
 from . import comfy_bridge as bridge
 from .types import GENERATOR
 

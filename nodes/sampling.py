@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..nada import images as nada_images
-from ..nada import sample as nada_sample
+from nada import devices as nada_devices
+from nada import images as nada_images
+from nada import sampling as nada_sampling
+
 from . import comfy_bridge as bridge
 from .types import GENERATOR, LATENT
 
@@ -75,9 +77,9 @@ class LatentFromSeed:
         }
 
     def make(self, generator, seeds, truncation_psi, class_index=-1):
-        seed_list = nada_sample.parse_seeds(seeds)
-        z = nada_sample.seeds_to_z(seed_list, generator.config.z_dim)
-        ws = nada_sample.z_to_w(generator, z, truncation_psi, class_index=_class_index(class_index))
+        seed_list = nada_sampling.parse_seeds(seeds)
+        z = nada_sampling.seeds_to_z(seed_list, generator.config.z_dim)
+        ws = nada_sampling.z_to_w(generator, z, truncation_psi, class_index=_class_index(class_index))
         return ({"ws": ws.float().cpu(), "seeds": seed_list},)
 
 
@@ -104,10 +106,10 @@ class RenderLatent:
 
     def render(self, generator, latent, noise_mode):
         ws = _check_latent(generator, latent)
-        G = bridge.module_on_device(generator, bridge.torch_device())
+        G = nada_devices.on_device(generator, bridge.torch_device())
         seeds = latent.get("seeds")
         seeds = seeds if seeds is not None and len(seeds) == ws.shape[0] else None
-        return (_to_image(nada_sample.render(G, ws, noise_mode=noise_mode, seeds=seeds)),)
+        return (_to_image(nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds)),)
 
 
 class Sample:
@@ -129,8 +131,8 @@ class Sample:
         return spec
 
     def sample(self, generator, seeds, truncation_psi, noise_mode, class_index=-1):
-        G = bridge.module_on_device(generator, bridge.torch_device())
-        x = nada_sample.sample(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
+        G = nada_devices.on_device(generator, bridge.torch_device())
+        x = nada_sampling.sample(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
                                class_index=_class_index(class_index))
         return (_to_image(x),)
 
@@ -164,7 +166,7 @@ class InterpolateLatents:
         }
 
     def interpolate(self, latent, frames, mode, loop):
-        ws = nada_sample.interpolate(latent["ws"], frames, mode=mode, loop=loop)
+        ws = nada_sampling.interpolate(latent["ws"], frames, mode=mode, loop=loop)
         # Interpolated frames are between seeds: they use const noise, so they have no seeds of their own.
         return ({"ws": ws, "seeds": None},)
 
@@ -196,7 +198,7 @@ class BlendGenerators:
         }
 
     def blend(self, generator_a, generator_b, alpha):
-        return (nada_sample.blend_generators(generator_a, generator_b, alpha),)
+        return (nada_sampling.blend_generators(generator_a, generator_b, alpha),)
 
 
 NADA_NODES = [LatentFromSeed, Sample, RenderLatent, InterpolateLatents, BlendGenerators]

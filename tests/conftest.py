@@ -39,5 +39,5 @@ def load_pack(name: str = "comfyui_nada"):
 
 @pytest.fixture(scope="session")
 def pack():
-    """The node pack imported as ComfyUI imports it (nodes use `pack.nada`, not the top-level `nada`)."""
+    """The node pack imported as ComfyUI imports it (its nodes use the same top-level `nada` as the tests)."""
     return load_pack()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nada.adapt import AdaptConfig, AdaptError, AdaptProgress, adapt
+from nada.adaptation import AdaptConfig, AdaptError, AdaptProgress, adapt
 from nada.clip import clip_ensemble, load_clip
 from nada.directions import text_direction
 from nada.errors import ConfigError
@@ -112,7 +112,7 @@ def test_auto_k_larger_than_the_generator_allows_is_a_config_error(G, clip, dire
 def test_input_unchanged_result_trained_with_metadata(G, clip, direction):
     snap = snapshot(G)
     seen: list[AdaptProgress] = []
-    G2 = adapt(G, clip, direction, cfg(steps=3), callback=seen.append, device="cpu")
+    G2 = adapt(G, clip, direction, cfg(steps=3), callback=seen.append, device="cpu").generator
     assert_unchanged(G, snap)
     assert G2 is not G and not G2.training
     assert not any(p.requires_grad for p in G2.parameters())
@@ -135,7 +135,7 @@ def test_first_step_pairs_are_identical_so_shared_w_noise_and_mixing(G, clip, di
     step the trainable copy still equals the frozen one, so every dI is zero (up to CLIP's float noise,
     far below losses.DELTA_EPS) and each member's loss is 1: the total is the sum of the weights.
     Pairs differing in noise or crossover would give a dI of order 0.01-1 and a loss far from that."""
-    G2 = adapt(G, clip, direction, cfg(steps=1, mixing=1.0, batch=3), device="cpu")
+    G2 = adapt(G, clip, direction, cfg(steps=1, mixing=1.0, batch=3), device="cpu").generator
     assert G2.metadata["adaptation"]["loss_history"][0] == pytest.approx(1.5, abs=1e-3)
 
 
@@ -144,8 +144,8 @@ def test_loss_is_the_weighted_directional_loss_with_the_directions_vectors(G, cl
     1-step result gives the trainable weights, and the loss is sum_m weight_m * L_dir(member m)."""
     from nada.losses import directional_loss
 
-    two = adapt(G, clip, direction, cfg(steps=2), device="cpu")
-    one = adapt(G, clip, direction, cfg(steps=1), device="cpu")
+    two = adapt(G, clip, direction, cfg(steps=2), device="cpu").generator
+    one = adapt(G, clip, direction, cfg(steps=1), device="cpu").generator
     rng = torch.Generator().manual_seed(0 * 4 + 0)  # the run's training stream for seed 0
     for _ in range(2):  # step 1's draws, then step 2's
         z = torch.randn(2, G.config.z_dim, generator=rng)
@@ -165,15 +165,15 @@ def test_works_inside_inference_mode_with_an_inference_tensor_generator(clip, di
         Gi = make_generator(seed=0)
         assert Gi.synthesis.b8.conv0.weight.is_inference()
         snap = snapshot(Gi)
-        G2 = adapt(Gi, clip, direction, cfg(steps=2), device="cpu")
+        G2 = adapt(Gi, clip, direction, cfg(steps=2), device="cpu").generator
         assert_unchanged(Gi, snap)
         assert any(not torch.equal(v, snap[k]) for k, v in G2.state_dict().items())
 
 
 def test_deterministic_for_a_seed(G, clip, direction):
-    a = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu")
-    b = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu")
-    c = adapt(G, clip, direction, cfg(steps=2, mixing=0.5, seed=1), device="cpu")
+    a = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu").generator
+    b = adapt(G, clip, direction, cfg(steps=2, mixing=0.5), device="cpu").generator
+    c = adapt(G, clip, direction, cfg(steps=2, mixing=0.5, seed=1), device="cpu").generator
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
@@ -192,12 +192,12 @@ def test_cancel_returns_within_one_step_with_the_partial_result(G, clip, directi
     G2 = adapt(
         G, clip, direction, cfg(steps=50), callback=lambda p: steps_seen.append(p.step),
         should_stop=lambda: len(steps_seen) >= 2, device="cpu",
-    )  # fmt: skip
+    ).generator  # fmt: skip
     assert steps_seen == [1, 2]
     meta = G2.metadata["adaptation"]
     assert meta["interrupted"] is True and meta["steps"] == 2 and meta["steps_planned"] == 50
     # The partial result is exactly a 2-step run.
-    ref = adapt(G, clip, direction, cfg(steps=2), device="cpu")
+    ref = adapt(G, clip, direction, cfg(steps=2), device="cpu").generator
     for k, v in ref.state_dict().items():
         assert torch.equal(v, G2.state_dict()[k]), k
     assert_unchanged(G, snap)
@@ -213,7 +213,7 @@ def test_nan_stops_with_a_clear_error_and_the_last_good_weights(G, clip, directi
     good_steps = err.step - 1
     assert err.generator.metadata["adaptation"]["steps"] == good_steps
     assert all(torch.isfinite(v).all() for v in err.generator.state_dict().values())
-    ref = adapt(G, clip, direction, cfg(steps=good_steps, lr=1e30), device="cpu")
+    ref = adapt(G, clip, direction, cfg(steps=good_steps, lr=1e30), device="cpu").generator
     for k, v in ref.state_dict().items():
         assert torch.equal(v, err.generator.state_dict()[k]), k
 
@@ -221,7 +221,7 @@ def test_nan_stops_with_a_clear_error_and_the_last_good_weights(G, clip, directi
 def test_adaptive_selection_trains_only_the_selected_layers(G, clip, direction):
     snap = snapshot(G)
     progress = []
-    G2 = adapt(G, clip, direction, cfg(steps=1, layers="auto", auto_k=3), callback=progress.append, device="cpu")
+    G2 = adapt(G, clip, direction, cfg(steps=1, layers="auto", auto_k=3), callback=progress.append, device="cpu").generator
     meta = G2.metadata["adaptation"]
     (sel,) = meta["selection_history"]
     assert len(sel["w_indices"]) == 3 and progress[0].w_indices == tuple(sel["w_indices"])
@@ -236,7 +236,7 @@ def test_adaptive_selection_trains_only_the_selected_layers(G, clip, direction):
 
 
 def test_selection_is_rerun_every_select_every_steps(G, clip, direction):
-    G2 = adapt(G, clip, direction, cfg(steps=4, layers="auto", auto_k=2, select_every=2), device="cpu")
+    G2 = adapt(G, clip, direction, cfg(steps=4, layers="auto", auto_k=2, select_every=2), device="cpu").generator
     assert [h["step"] for h in G2.metadata["adaptation"]["selection_history"]] == [0, 2]
 
 
@@ -248,7 +248,7 @@ def test_image_guided_direction_drives_training_and_selection(G, clip):
     blue[:, 2] = 1.0
     blue[:, :2] = -1.0
     d = image_direction(clip, blue, source=G, source_samples=4)
-    G2 = adapt(G, clip, d, cfg(steps=2, layers="auto", auto_k=2), device="cpu")
+    G2 = adapt(G, clip, d, cfg(steps=2, layers="auto", auto_k=2), device="cpu").generator
     meta = G2.metadata["adaptation"]
     assert meta["direction"]["kind"] == "image" and len(meta["selection_history"]) == 2
     assert all(math.isfinite(v) for v in meta["loss_history"])
@@ -256,7 +256,7 @@ def test_image_guided_direction_drives_training_and_selection(G, clip):
 
 def test_presets_and_named_layers_limit_training(G, clip, direction):
     snap = snapshot(G)
-    G2 = adapt(G, clip, direction, cfg(steps=1, layers=("b8.conv1",)), device="cpu")
+    G2 = adapt(G, clip, direction, cfg(steps=1, layers=("b8.conv1",)), device="cpu").generator
     changed = {k for k, v in G2.state_dict().items() if not torch.equal(v, snap[k])}
     assert changed and all(k.startswith("synthesis.b8.conv1.") for k in changed)
 
@@ -270,8 +270,8 @@ def test_all_loss_terms_run_and_are_reported(G, clip, direction):
 
 
 def test_gradient_checkpointing_gives_the_same_training(G, clip, direction):
-    a = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=False), device="cpu")
-    b = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=True), device="cpu")
+    a = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=False), device="cpu").generator
+    b = adapt(G, clip, direction, cfg(steps=2, gradient_checkpointing=True), device="cpu").generator
     la, lb = a.metadata["adaptation"]["loss_history"], b.metadata["adaptation"]["loss_history"]
     assert la == pytest.approx(lb, abs=1e-5)
     for k, v in a.state_dict().items():
@@ -309,11 +309,11 @@ MIN_LAYOUT = 0.6  # correlation of edge maps, same latents, before vs after
 
 
 def proof(G, clip, source: str, target: str, seed: int, steps: int = STEPS) -> dict:
-    from nada.sample import sample
+    from nada.sampling import sample
 
     d = text_direction(clip, source, target, templates=None)
     snap = snapshot(G)
-    G2 = adapt(G, clip, d, AdaptConfig(steps=steps, seed=seed), device="cpu")
+    G2 = adapt(G, clip, d, AdaptConfig(steps=steps, seed=seed), device="cpu").generator
     seeds = list(range(100, 116))  # held-out latents (training draws its own z from the run's RNG)
     before, after = sample(G, seeds), sample(G2, seeds)
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nada.adapt import AdaptConfig, adapt
+from nada.adaptation import AdaptConfig, adapt, adapter_of
 from nada.adapters import apply_adapters, load_adapter, save_adapter
 from nada.clip import load_clip
 from nada.directions import text_direction
@@ -32,14 +32,16 @@ def render(G):
 def test_adapter_reproduces_the_adapted_generator(setup, tmp_path, kind):
     G, clip, d = setup
     before = {k: v.clone() for k, v in G.state_dict().items()}
-    G2 = adapt(G, clip, d, AdaptConfig(steps=3, parameterization=kind, rank=2))
-    assert G2.adapter is not None and G2.adapter.kind == kind
+    result = adapt(G, clip, d, AdaptConfig(steps=3, parameterization=kind, rank=2))
+    G2 = result.generator
+    assert result.adapter is not None and result.adapter.kind == kind
+    assert adapter_of(G2) is result.adapter and adapter_of(G) is None  # what Save Adapter finds
     assert G2.metadata["adaptation"]["parameterization"] == kind
-    assert G2.adapter.base_fingerprint == G.fingerprint()
+    assert result.adapter.base_fingerprint == G.fingerprint()
     for k, v in G.state_dict().items():
         assert torch.equal(v, before[k]), f"input tensor {k} changed"
     assert not torch.equal(render(G2), render(G)), "the adaptation changed nothing"
-    path = save_adapter(G2.adapter, tmp_path / f"{kind}.safetensors")
+    path = save_adapter(result.adapter, tmp_path / f"{kind}.safetensors")
     adapter = load_adapter(path)
     assert torch.equal(render(apply_adapters(G, [(adapter, 1.0)])), render(G2))
     assert torch.equal(render(apply_adapters(G, [(adapter, 0.0)])), render(G))
@@ -47,7 +49,8 @@ def test_adapter_reproduces_the_adapted_generator(setup, tmp_path, kind):
 
 def test_lora_trains_only_low_rank_updates_of_conv_weights(setup):
     G, clip, d = setup
-    G2 = adapt(G, clip, d, AdaptConfig(steps=3, parameterization="lora", rank=1))
+    result = adapt(G, clip, d, AdaptConfig(steps=3, parameterization="lora", rank=1))
+    G2 = result.generator
     changed = [n for n, p in G2.named_parameters() if not torch.equal(p, dict(G.named_parameters())[n])]
     assert changed and all(n.endswith((".conv0.weight", ".conv1.weight")) for n in changed)
     for n in changed:
@@ -59,19 +62,21 @@ def test_lora_trains_only_low_rank_updates_of_conv_weights(setup):
 
 def test_modulation_changes_only_style_affines(setup):
     G, clip, d = setup
-    G2 = adapt(G, clip, d, AdaptConfig(steps=3, parameterization="modulation"))
+    result = adapt(G, clip, d, AdaptConfig(steps=3, parameterization="modulation"))
+    G2 = result.generator
     changed = [n for n, p in G2.named_parameters() if not torch.equal(p, dict(G.named_parameters())[n])]
     assert changed and all(".affine." in n for n in changed)
-    assert G2.adapter.num_parameters() == sum(
+    assert result.adapter.num_parameters() == sum(
         p.shape[0] for n, p in G.named_parameters() if n.endswith(".affine.weight") and ".torgb" not in n
     )
 
 
 def test_auto_selection_with_lora(setup):
     G, clip, d = setup
-    G2 = adapt(G, clip, d, AdaptConfig(steps=2, parameterization="lora", layers="auto", auto_k=1))
+    result = adapt(G, clip, d, AdaptConfig(steps=2, parameterization="lora", layers="auto", auto_k=1))
+    G2 = result.generator
     assert G2.metadata["adaptation"]["selection_history"]
-    assert torch.equal(render(apply_adapters(G, [(G2.adapter, 1.0)])), render(G2))
+    assert torch.equal(render(apply_adapters(G, [(result.adapter, 1.0)])), render(G2))
 
 
 @pytest.mark.parametrize("kind", ["lora", "modulation"])
@@ -82,8 +87,8 @@ def test_small_parameterizations_move_toward_the_target_like_full(kind):
     d = text_direction(clip, "blue", "green")
     G = make_generator(seed=0, resolution=32)
     before = sample(G)
-    full = sample(adapt(G, clip, d, AdaptConfig(steps=40)))
-    small = sample(adapt(G, clip, d, AdaptConfig(steps=40, parameterization=kind)))
+    full = sample(adapt(G, clip, d, AdaptConfig(steps=40)).generator)
+    small = sample(adapt(G, clip, d, AdaptConfig(steps=40, parameterization=kind)).generator)
     p0, pf, ps = (zero_shot(clip, x, "blue", "green") for x in (before, full, small))
     c0, cf, cs = (colour_score(x, "blue", "green") for x in (before, full, small))
     assert ps > p0 and cs > c0, (kind, p0, ps, c0, cs)
@@ -92,6 +97,6 @@ def test_small_parameterizations_move_toward_the_target_like_full(kind):
 
 
 def sample(G):
-    from nada.sample import sample as render_seeds
+    from nada.sampling import sample as render_seeds
 
     return render_seeds(G, "0-15", 1.0)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nada.adapt import AdaptProgress
-from nada.cli import ProgressLine, build_parser, main
+from nada.adaptation import AdaptProgress
+from nada.cli import build_parser, main
+from nada.commands.common import ProgressLine
 from tests.adapt_fixtures import make_generator
 from tests.clip_fixtures import write_micro_clip
 
@@ -86,3 +87,61 @@ def test_progress_line_plain_text():
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "nada", "--help"], capture_output=True, text=True, check=True)
     assert "adapt" in out.stdout and "sample" in out.stdout
+
+
+def adapt_parser():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices["adapt"]
+
+
+def test_adapt_options_are_generated_from_the_config_fields():
+    from nada.adaptation import AdaptConfig
+    from nada.commands.adapt import NOT_ON_CLI
+    from nada.commands.config_options import flag
+
+    by_dest = {a.dest: a for a in adapt_parser()._actions}
+    for name, (default, opt) in AdaptConfig.options().items():
+        if name in NOT_ON_CLI:
+            assert name not in by_dest
+            continue
+        action = by_dest[name]
+        assert flag(name) in action.option_strings and opt.help in action.help
+        if opt.kind != "checkpointing":
+            assert action.default == default, name
+    assert "--k" in by_dest["auto_k"].option_strings  # the flag of the first release still works
+
+
+def test_config_from_args_round_trips_and_names_the_option_in_errors(tmp_path):
+    from nada.adaptation import AdaptConfig
+    from nada.commands.config_options import config_from_args
+    from nada.errors import ConfigError
+
+    base = ["adapt", "--generator", "g", "--out", "o"]
+    args = adapt_parser().parse_args(base[1:] + ["--layers", "b8,b16", "--k", "3", "--gradient-checkpointing", "off",
+                                                 "--lambda-manifold", "0.5", "--select-every", "4"])
+    cfg = config_from_args(args, AdaptConfig)
+    assert cfg == AdaptConfig(layers=("b8", "b16"), auto_k=3, gradient_checkpointing=False, lambda_manifold=0.5,
+                              select_every=4)
+    bad = adapt_parser().parse_args(base[1:] + ["--lr", "-1"])
+    with pytest.raises(ConfigError, match=r"^--lr must be a finite number > 0") as info:
+        config_from_args(bad, AdaptConfig)
+    assert info.value.field == "lr"
+
+
+def test_adapt_with_runs_dir_reuses_and_extends_a_run(tmp_path, generator_file, formats, capsys):
+    path, _ = generator_file
+    config, weights, _ = write_micro_clip(tmp_path / "clip")
+    runs = tmp_path / "runs"
+
+    def adapt(steps, out):
+        return main(["adapt", "--generator", str(path), "--clip", str(config), "--pretrained", str(weights),
+                     "--source", "red", "--target", "blue", "--templates", "none", "--steps", str(steps),
+                     "--device", "cpu", "--out", str(tmp_path / out), "--runs-dir", str(runs)])  # fmt: skip
+
+    assert adapt(2, "a.safetensors") == 0
+    assert adapt(2, "b.safetensors") == 0 and "reused" in capsys.readouterr().out
+    assert adapt(3, "c.safetensors") == 0 and "continued from step 2" in capsys.readouterr().out
+    assert sorted(p.name.split("_step")[1] for p in runs.glob("*.safetensors")) == ["000002.safetensors",
+                                                                                    "000003.safetensors"]
+    a, b = formats.load_generator(tmp_path / "a.safetensors"), formats.load_generator(tmp_path / "b.safetensors")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -8,7 +8,7 @@ import torch
 
 from nada.errors import ConfigError, NadaError
 from nada.images import image_grid, labelled_grid, save_image, to_hwc
-from nada.sample import (
+from nada.sampling import (
     blend_generators,
     interpolate,
     parse_seeds,

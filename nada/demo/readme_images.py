@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..images import labelled_grid, save_image
-from ..sample import blend_generators, interpolate, render, sample, seeds_to_z, z_to_w
+from ..sampling import blend_generators, interpolate, render, sample, seeds_to_z, z_to_w
 from .run import adapt_demo, load_demo_world, target_probability
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"

@@ -15,10 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cli import ProgressLine, Runner, command
+from ..adaptation import AdaptConfig
+from ..commands.common import ProgressLine
+from ..commands.config_options import add_config_options
 from ..templates import IMAGENET_TEMPLATES
 from . import load_tiny_clip
 
+DEMO_STEPS = 100
 DEMO_GENERATOR = Path(__file__).resolve().parent.parent / "assets" / "demo_generator" / "generator.safetensors"
 
 
@@ -47,47 +50,47 @@ def load_demo_world(generator: str | Path = DEMO_GENERATOR):
     return load_generator(generator), load_tiny_clip()
 
 
-def adapt_demo(G, clip, source: str, target: str, steps: int = 100, seed: int = 0, layers: str = "all", callback=None):
+def adapt_demo(G, clip, source: str, target: str, steps: int = DEMO_STEPS, seed: int = 0, layers: str = "all", callback=None):
     """The demo's adaptation: a seeded text-guided NADA run of `steps` steps on the CPU."""
-    from ..adapt import AdaptConfig, adapt
+    from ..adaptation import adapt
     from ..directions import text_direction
 
     cfg = AdaptConfig(steps=steps, seed=seed, layers=layers, preview_count=0)
-    return adapt(G, clip, text_direction(clip, source, target), cfg, callback=callback, device="cpu")
+    return adapt(G, clip, text_direction(clip, source, target), cfg, callback=callback, device="cpu").generator
 
 
-@command("demo", "adapt the bundled demo generator with the tiny CLIP and write a before/after grid")
-def demo_command(p: argparse.ArgumentParser) -> Runner:
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    help_text = "adapt the bundled demo generator with the tiny CLIP and write a before/after grid"
+    p = subparsers.add_parser("demo", help=help_text, description=help_text)
     p.add_argument("--source", default="blue", help='source text (default "blue")')
     p.add_argument("--target", default="red", help='target text (default "red")')
-    p.add_argument("--steps", type=int, default=100, help="adaptation steps (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    add_config_options(p, AdaptConfig, only=("steps", "seed", "layers"), defaults={"steps": DEMO_STEPS})
     p.add_argument("--seeds", default="0-7", help="seeds of the before/after grid (default 0-7)")
-    p.add_argument("--layers", default="all", help="layers to train (default all)")
     p.add_argument("--out", default="nada-demo", help="output folder (default ./nada-demo)")
     p.add_argument("--generator", default=str(DEMO_GENERATOR), help="generator (default: the bundled demo one)")
+    p.set_defaults(run=run)
+    return p
 
-    def run(args: argparse.Namespace) -> int:
-        from ..images import labelled_grid, save_image
-        from ..io import unique_path
-        from ..sample import sample
-        from ..stylegan2.formats import save_generator
 
-        start = time.perf_counter()
-        G, clip = load_demo_world(args.generator)
-        print(f"adapting the demo generator: {args.source!r} -> {args.target!r}, {args.steps} steps", flush=True)
-        G2 = adapt_demo(G, clip, args.source, args.target, args.steps, args.seed, args.layers, ProgressLine(args.steps))
-        out = Path(args.out)
-        gen_path = save_generator(G2, unique_path(out / f"demo_{args.target.replace(' ', '_')}.safetensors"))
-        before, after = sample(G, args.seeds, 0.7), sample(G2, args.seeds, 0.7)
-        grid = labelled_grid([("before", before), ("after", after)], scale=4)  # 32 px tiles are tiny on screen
-        grid_path = save_image(grid, unique_path(out / "demo_before_after.png"))
-        p_before = target_probability(clip, before, args.source, args.target)
-        p_after = target_probability(clip, after, args.source, args.target)
-        print(f"tiny CLIP: P({args.target!r} vs {args.source!r}) = {p_before:.3f} before, {p_after:.3f} after")
-        print(f"before/after grid (top: before, bottom: after): {grid_path}")
-        print(f"adapted generator: {gen_path}")
-        print(f"done in {time.perf_counter() - start:.0f} s")
-        return 0
+def run(args: argparse.Namespace) -> int:
+    from ..images import labelled_grid, save_image
+    from ..io import unique_path
+    from ..sampling import sample
+    from ..stylegan2.formats import save_generator
 
-    return run
+    start = time.perf_counter()
+    G, clip = load_demo_world(args.generator)
+    print(f"adapting the demo generator: {args.source!r} -> {args.target!r}, {args.steps} steps", flush=True)
+    G2 = adapt_demo(G, clip, args.source, args.target, args.steps, args.seed, args.layers, ProgressLine(args.steps))
+    out = Path(args.out)
+    gen_path = save_generator(G2, unique_path(out / f"demo_{args.target.replace(' ', '_')}.safetensors"))
+    before, after = sample(G, args.seeds, 0.7), sample(G2, args.seeds, 0.7)
+    grid = labelled_grid([("before", before), ("after", after)], scale=4)  # 32 px tiles are tiny on screen
+    grid_path = save_image(grid, unique_path(out / "demo_before_after.png"))
+    p_before = target_probability(clip, before, args.source, args.target)
+    p_after = target_probability(clip, after, args.source, args.target)
+    print(f"tiny CLIP: P({args.target!r} vs {args.source!r}) = {p_before:.3f} before, {p_after:.3f} after")
+    print(f"before/after grid (top: before, bottom: after): {grid_path}")
+    print(f"adapted generator: {gen_path}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0

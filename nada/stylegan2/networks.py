@@ -8,7 +8,6 @@ implementations store them, so converting a checkpoint is a renaming and a resha
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from ..fingerprints import fingerprint
 from . import ops
 from .config import GeneratorConfig
 
@@ -335,8 +335,6 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         self.metadata: dict[str, Any] = dict(metadata or {})
-        # The learned tensors of a lora/modulation adaptation (a `nada.adapters.Adapter`), if any.
-        self.adapter: Any = None
         self.mapping = MappingNetwork(config)
         self.synthesis = SynthesisNetwork(config)
 
@@ -389,14 +387,9 @@ class Generator(nn.Module):
         """SHA-256 over every tensor's name, dtype, shape and bytes: the identity of these weights.
 
         It ignores the file format, so a checkpoint converted from .pkl to .safetensors keeps its
-        fingerprint; adapters and delta saves use it to find and check their base generator.
+        fingerprint; adapters, delta saves and run keys use it to find and check their base generator.
         """
-        h = hashlib.sha256()
-        for name, t in sorted(self.state_dict().items()):
-            t = t.detach().to("cpu").contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        return fingerprint(self)  # cached while the weights are unchanged
 
     def extra_repr(self) -> str:
         c = self.config

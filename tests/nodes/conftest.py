@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import nada
 from tests.nodes.fixtures import make_tiny_generator, tiny_clip_architecture, write_test_clip
 
 
@@ -20,16 +21,16 @@ def bridge(pack, tmp_path):
 
 @pytest.fixture
 def tiny_generator(pack):
-    return make_tiny_generator(pack.nada)
+    return make_tiny_generator(nada)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(pack, tmp_path_factory):
     """The tests' micro CLIP, loaded the way the Load CLIP node loads a local file with its config."""
     weights, config = write_test_clip(tmp_path_factory.mktemp("test_clip"))
-    return pack.nada.clip.load_clip(tiny_clip_architecture(), weights=weights, config=config)
+    return nada.clip.load_clip(tiny_clip_architecture(), weights=weights, config=config)
 
 
 @pytest.fixture(scope="session")
 def tiny_direction(pack, tiny_clip):
-    return pack.nada.directions.text_direction(tiny_clip, "red circle", "blue square", templates="none")
+    return nada.directions.text_direction(tiny_clip, "red circle", "blue square", templates="none")

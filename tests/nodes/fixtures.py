@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+import nada
+
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR_FILE = "tiny.safetensors"
 STYLE_IMAGE = "nada_test_style.png"
@@ -58,8 +60,8 @@ def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
     """Write the tiny generator to `stylegan_dir`, the micro CLIP to base/models/open_clip and the style
     image to base/input (ComfyUI's layout under --base-directory)."""
     stylegan_dir.mkdir(parents=True, exist_ok=True)
-    G = make_tiny_generator(pack.nada)
-    pack.nada.stylegan2.formats.save_generator(G, stylegan_dir / GENERATOR_FILE)
+    G = make_tiny_generator(nada)
+    nada.stylegan2.formats.save_generator(G, stylegan_dir / GENERATOR_FILE)
     clip_dir = base / "models" / "open_clip"
     weights, config = write_test_clip(base / "clip-src")
     clip_dir.mkdir(parents=True, exist_ok=True)

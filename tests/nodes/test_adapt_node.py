@@ -94,9 +94,9 @@ def test_cancel_returns_within_one_step_and_keeps_the_input(pack, bridge, tiny_g
     assert not bridge.interrupt_requested()  # the request was consumed, the next queue runs normally
     assert_bit_identical(tiny_generator, before)
     folder = tmp_path / "output" / "stylegan" / "nada-autosave"
-    partial = list(folder.glob("*_partial-step2.safetensors"))
+    partial = list(folder.glob("*_step000002-partial.safetensors"))
     assert len(partial) == 1
-    assert not [p for p in folder.glob("*.safetensors") if "_partial-" not in p.name]  # no "finished" result
+    assert not [p for p in folder.glob("*.safetensors") if "-partial" not in p.name]  # no "finished" result
 
 
 def test_inference_tensors_from_a_loader_train(pack, bridge, tiny_generator, tiny_clip, tiny_direction):

@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+import nada
+
 
 def render(G):
     z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(4))
@@ -15,8 +17,8 @@ def render(G):
 
 @pytest.fixture
 def adapted(pack, tiny_generator, tiny_clip, tiny_direction):
-    cfg = pack.nada.adapt.AdaptConfig(steps=2, parameterization="modulation")
-    return pack.nada.adapt.adapt(tiny_generator, tiny_clip, tiny_direction, cfg)
+    cfg = nada.AdaptConfig(steps=2, parameterization="modulation")
+    return nada.adapt(tiny_generator, tiny_clip, tiny_direction, cfg).generator
 
 
 def test_save_load_apply_round_trip(pack, bridge, tiny_generator, adapted):
@@ -40,14 +42,14 @@ def test_save_load_apply_round_trip(pack, bridge, tiny_generator, adapted):
 
 
 def test_apply_refuses_an_adapter_of_another_base(pack, bridge, adapted):
-    other = pack.nada.Generator(adapted.config)
+    other = nada.Generator(adapted.config)
     with pytest.raises(bridge.NodeError, match="different base generator"):
-        pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(other, True, adapter_1=adapted.adapter, strength_1=1.0)
+        pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(other, True, adapter_1=nada.adapter_of(adapted), strength_1=1.0)
 
 
 def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, bridge, tiny_generator, tiny_clip,
                                                                       tiny_direction):
-    full = pack.nada.adapt.adapt(tiny_generator, tiny_clip, tiny_direction, pack.nada.adapt.AdaptConfig(steps=2))
+    full = nada.adapt(tiny_generator, tiny_clip, tiny_direction, nada.AdaptConfig(steps=2)).generator
     node = pack.NODE_CLASS_MAPPINGS["NADA_SaveAdapter"]()
     with pytest.raises(bridge.NodeError, match="connect base_generator"):
         node.save(full, "x", half_precision=False)
@@ -64,7 +66,7 @@ def test_adapt_node_trains_an_adapter_and_reuse_keeps_it(pack, bridge, tiny_gene
                 parameterization="lora", rank=2)
     out = node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)
     G2 = out["result"][0]
-    assert G2.adapter is not None and G2.adapter.kind == "lora"
+    assert nada.adapter_of(G2) is not None and nada.adapter_of(G2).kind == "lora"
     again = node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)["result"][0]
-    assert again.adapter is not None and again is not G2
+    assert nada.adapter_of(again) is not None and again is not G2
     assert torch.equal(render(again), render(G2))

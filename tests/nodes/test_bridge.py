@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 def test_stylegan_folder_lists_models_and_outputs_with_our_extensions(bridge, tmp_path):
@@ -61,8 +60,3 @@ def test_progress_and_events_work_without_comfyui(bridge):
     assert seen == [("nada.test", {"x": 1})]
     assert not p.interrupted
     assert bridge.current_node_id() is None
-
-
-def test_module_on_device_returns_the_same_module_when_already_there(bridge):
-    m = torch.nn.Linear(2, 2)
-    assert bridge.module_on_device(m, torch.device("cpu")) is m

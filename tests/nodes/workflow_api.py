@@ -75,12 +75,19 @@ def ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any, bool]]:
 
 
 def widget_values_by_name(node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """Map a UI node's `widgets_values` onto its widget inputs (control values skipped)."""
+    """Map a UI node's `widgets_values` onto its widget inputs (control values skipped).
+
+    A workflow saved before optional inputs were added to the end of a node has no values for them;
+    the frontend then keeps their defaults, and so does this.
+    """
     values = list(node.get("widgets_values") or [])
     out: dict[str, Any] = {}
     i = 0
-    for name, spec, _ in ordered_inputs(info):
+    for name, spec, required in ordered_inputs(info):
         if not is_widget(spec):
+            continue
+        if i >= len(values) and not required and "default" in input_options(spec):
+            out[name] = input_options(spec)["default"]
             continue
         if i >= len(values):
             raise ValueError(f"node {node['id']} ({node['type']}): no saved value for widget '{name}'")

@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 
+import nada
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -163,7 +165,7 @@ def test_generator_files_from_other_save_versions(pack, bridge, tiny_generator, 
     or damaged descriptions are refused with the fix in the message."""
     folder = tmp_path / "models" / "stylegan"
     folder.mkdir(parents=True, exist_ok=True)
-    save = pack.nada.stylegan2.formats.save_generator
+    save = nada.stylegan2.formats.save_generator
     load = node(pack, "NADA_LoadStyleGAN2")
 
     def variant(name, edit):

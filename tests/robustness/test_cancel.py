@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import nada
 from nada.io import TEMP_SUFFIX
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -52,7 +53,6 @@ def usable(pack, G) -> None:
 
 
 def test_engine_cancel_at_random_steps(pack, tiny_generator, tiny_clip, tiny_direction, tmp_path, capsys):
-    nada = pack.nada
     rng = random.Random(6)
     g0, c0, d0 = snap(tiny_generator), snap(tiny_clip.model), direction_snap(tiny_direction)
     out = tmp_path / "out"
@@ -67,9 +67,9 @@ def test_engine_cancel_at_random_steps(pack, tiny_generator, tiny_clip, tiny_dir
             polls[0] += 1
             return polls[0] > stop_after
 
-        cfg = nada.adapt.AdaptConfig(steps=steps, batch=1, seed=run, preview_count=0,
+        cfg = nada.AdaptConfig(steps=steps, batch=1, seed=run, preview_count=0,
                                      layers=rng.choice(["all", "auto"]))
-        G2 = nada.adapt.adapt(tiny_generator, tiny_clip, tiny_direction, cfg, should_stop=should_stop, device="cpu")
+        G2 = nada.adapt(tiny_generator, tiny_clip, tiny_direction, cfg, should_stop=should_stop, device="cpu").generator
         meta = G2.metadata["adaptation"]
         assert meta["steps"] == min(stop_after, steps)
         assert meta["interrupted"] == (stop_after < steps)
@@ -125,20 +125,20 @@ def test_node_cancel_at_random_steps(pack, bridge, tiny_generator, tiny_clip, ti
         assert identical(snap(tiny_generator), g0)
         assert identical(snap(tiny_clip.model), c0)
         assert identical(direction_snap(tiny_direction), d0)
-        partial = sorted(folder.glob(f"*_partial-step{cancel_at}.safetensors")) if folder.exists() else []
+        partial = sorted(folder.glob(f"*_step{cancel_at:06d}-partial.safetensors")) if folder.exists() else []
         if cancel_at == 0:
             assert not partial  # nothing trained, nothing saved
         else:
             # Each run has its own seed, so its own autosave key: exactly this run's file is new.
             mine = [p for p in partial if p.name not in {x for x, _ in at_steps}]
             assert len(mine) == 1, partial
-            G = pack.nada.stylegan2.formats.load_generator(mine[0])
+            G = nada.stylegan2.formats.load_generator(mine[0])
             assert G.metadata["adaptation"]["interrupted"] and G.metadata["adaptation"]["steps"] == cancel_at
             usable(pack, G)
             at_steps.append((mine[0].name, cancel_at))
         if folder.exists():
             assert not no_temp_files(folder)
-            assert not [p for p in folder.glob("*.safetensors") if "_partial-" not in p.name]  # no "finished"
+            assert not [p for p in folder.glob("*.safetensors") if "-partial" not in p.name]  # no "finished"
     with capsys.disabled():
         print(f"\nnode cancel: {RUNS} runs cancelled, {len(at_steps)} partial autosaves (others before step 1)")
     # A later run with the same node and no Cancel finishes normally.

@@ -43,9 +43,9 @@ def models():
 
 def digests(G=None, clip=None, seed: int = 0) -> dict[str, str]:
     """Hashes of: sampled images (const and random noise), an adaptation's weights and loss history."""
-    from nada.adapt import AdaptConfig, adapt
+    from nada.adaptation import AdaptConfig, adapt
     from nada.directions import text_direction
-    from nada.sample import sample
+    from nada.sampling import sample
 
     if G is None:
         G, clip = models()
@@ -57,7 +57,7 @@ def digests(G=None, clip=None, seed: int = 0) -> dict[str, str]:
     }
     for layers in ("all", "auto"):
         cfg = AdaptConfig(steps=3, batch=2, seed=seed, layers=layers, mixing=0.5, preview_count=0)
-        G2 = adapt(G, clip, direction, cfg, device="cpu")
+        G2 = adapt(G, clip, direction, cfg, device="cpu").generator
         out[f"adapt_{layers}"] = _digest(G2.state_dict())
         out[f"loss_{layers}"] = json.dumps(G2.metadata["adaptation"]["loss_history"])
         out[f"adapted_sample_{layers}"] = _digest(sample(G2, "0-1", 0.7, "const"))

@@ -1,0 +1,21 @@
+"""The adaptation run: `config` describes it, `run` executes it (`step` is one step), `result` reports it,
+`parameterizations` says what it trains. `nada.adapt` is `run.adapt`."""
+
+from .config import PARAMETERIZATIONS, AdaptConfig, Option
+from .parameterizations import Parameterization, make_parameterization
+from .result import AdaptResult, adapter_of, attach_adapter
+from .run import AdaptError, AdaptProgress, adapt
+
+__all__ = [
+    "PARAMETERIZATIONS",
+    "AdaptConfig",
+    "AdaptError",
+    "AdaptProgress",
+    "AdaptResult",
+    "Option",
+    "Parameterization",
+    "adapt",
+    "adapter_of",
+    "attach_adapter",
+    "make_parameterization",
+]
