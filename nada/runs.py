@@ -178,12 +178,11 @@ class RunStore:
             save_state(result.state, path.with_suffix(STATE_SUFFIX), family)
         return path
 
-    def prune(self, family: str, keep: set[Path]) -> None:
-        """Keep-last-K of the family's snapshots, then the folder's size limit (never `keep`)."""
+    def prune(self, family: str) -> None:
+        """Keep-last-K of the family's snapshots, then the folder's size limit (never this family's saves)."""
         snapshots = [s for s in self.saves(family) if s.partial]
         for s in snapshots[: max(0, len(snapshots) - self.policy.keep_last)]:
-            if s.path not in keep:
-                _remove(s.path)
+            _remove(s.path)
         if self.policy.max_bytes:
             groups: dict[Path, list[Path]] = {}
             for p in self.folder.iterdir():
@@ -193,7 +192,7 @@ class RunStore:
             for main in sorted(groups, key=lambda m: min(p.stat().st_mtime for p in groups[m])):
                 if total <= self.policy.max_bytes:
                     break
-                if main in keep or family in main.name:
+                if family in main.name:
                     continue
                 total -= sum(p.stat().st_size for p in groups[main])
                 _remove(main)
@@ -232,11 +231,9 @@ def run_adaptation(
             resume, resumed_from = load_state(latest.state, family), latest.step
             log.info("continuing %s from step %d", latest.path.name, latest.step)
 
-    written: set[Path] = set()
-
     def checkpoint(snapshot: AdaptResult) -> None:
-        written.add(store.save(snapshot, f"{stem}_step{snapshot.steps:06d}-partial", family))
-        store.prune(family, written)
+        store.save(snapshot, f"{stem}_step{snapshot.steps:06d}-partial", family)
+        store.prune(family)
 
     try:
         result = adapt(
@@ -246,15 +243,18 @@ def run_adaptation(
         )  # fmt: skip
     except AdaptError as e:
         if policy.autosave and e.result is not None and e.result.steps > resumed_from:
-            e.result.state = None  # resuming would only diverge again
-            e.saved = store.save(e.result, f"{stem}_failed-step{e.result.steps:06d}", family)
+            if e.resumable:  # e.g. out of memory: the next queue continues from here
+                name = f"{stem}_step{e.result.steps:06d}-partial"
+            else:  # diverged: resuming would only diverge again, so keep the weights without a state
+                e.result.state, name = None, f"{stem}_failed-step{e.result.steps:06d}"
+            e.saved = store.save(e.result, name, family)
+            store.prune(family)
         raise
     saved = None
     if policy.autosave and result.steps > resumed_from:
         partial = "-partial" if result.interrupted else ""
         saved = store.save(result, f"{stem}_step{result.steps:06d}{partial}", family)
-        written.add(saved)
-        store.prune(family, written)
+        store.prune(family)
     return RunOutcome(result, resumed_from=resumed_from, saved=saved)
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 from nada.stylegan2 import formats as nada_formats
 
 from . import comfy_bridge as bridge
+from .adapt import AUTOSAVE_DIR
 from .types import GENERATOR
 
 CATEGORY = "StyleGAN-NADA/loaders"
+
+
+def users_files_first(names: list[str]) -> list[str]:
+    """The user's own files, then the automatic saves of NADA Adapt (there can be many of those)."""
+    return sorted(names, key=lambda n: (n.startswith(AUTOSAVE_DIR + "/"), n))
 
 
 class LoadStyleGAN2:
@@ -30,7 +36,7 @@ class LoadStyleGAN2:
         return {
             "required": {
                 "model_name": (
-                    bridge.list_files(bridge.STYLEGAN_FOLDER),
+                    users_files_first(bridge.list_files(bridge.STYLEGAN_FOLDER)),
                     {"tooltip": "A file in models/stylegan or output/stylegan (.pt, .pkl, .safetensors)."},
                 ),
             }

@@ -74,14 +74,17 @@ class AdaptError(NadaError):
 
     `result` is the `AdaptResult` as of the last completed step (finite weights), or None when the
     failure happened before any step; `generator` is its generator; `step` is the step that failed;
-    `saved` is where `nada.runs` saved that result, if it did.
+    `saved` is where `nada.runs` saved that result, if it did. Any other exception inside a step (out of
+    memory, a CLIP that fails) is re-raised as an `AdaptError` with `resumable=True` and the result as of
+    the last completed step (with `.state` when asked for), chained to the original.
     """
 
-    def __init__(self, message: str, result: AdaptResult | None = None, step: int = 0):
+    def __init__(self, message: str, result: AdaptResult | None = None, step: int = 0, resumable: bool = False):
         super().__init__(message)
         self.result = result
         self.generator = result.generator if result is not None else None
         self.step = step
+        self.resumable = resumable  # the failure was not the numbers' (e.g. out of memory): continuing may work
         self.saved: Any = None
 
 
@@ -172,6 +175,14 @@ def adapt(
                     result=result(),
                     step=failed,
                 ) from None
+            except Exception as e:  # the step in flight is lost, the steps before it are not
+                failed = run.done + 1
+                raise AdaptError(
+                    f"the adaptation stopped at step {failed} of {cfg.steps}: {type(e).__name__}: {e}",
+                    result=result(),
+                    step=failed,
+                    resumable=True,
+                ) from e
             done = run.done
             elapsed = time.perf_counter() - start
             if callback is not None:

@@ -178,7 +178,30 @@ class Run:
             p.requires_grad_(name in trained)
 
     def step(self) -> tuple[float, dict[str, float]]:
-        """Step number `self.done` (0-based); returns (loss, terms). Raises NonFinite before any update."""
+        """Step number `self.done` (0-based); returns (loss, terms). Raises NonFinite before any update.
+
+        A step that raises leaves the run as it was before it (random streams and selection state
+        restored), so `state_dict()` after a failure resumes with exactly the step that failed.
+        """
+        boundary = (
+            {k: g.get_state() for k, g in self.rng.items()},
+            self.units,
+            self.w_indices,
+            len(self.selection_history),
+            {k: p.requires_grad for k, p in self.params.items()},
+        )
+        try:
+            return self._step()
+        except BaseException:
+            rng, self.units, self.w_indices, selections, grad = boundary
+            for k, g in self.rng.items():
+                g.set_state(rng[k])
+            del self.selection_history[selections:]
+            for k, p in self.params.items():
+                p.requires_grad_(grad[k])
+            raise
+
+    def _step(self) -> tuple[float, dict[str, float]]:
         cfg, step = self.cfg, self.done
         if cfg.auto and step % cfg.select_every == 0:
             self.select(step)

@@ -88,3 +88,61 @@ def test_one_engine_identity_for_nodes_tests_and_scripts(pack, bridge, tiny_gene
     (G,) = pack.NODE_CLASS_MAPPINGS["NADA_LoadStyleGAN2"]().load("g.safetensors")
     assert isinstance(G, nada.Generator) and isinstance(G, nada.stylegan2.Generator)
     assert dataclasses.is_dataclass(G.config) and isinstance(G.config, nada.GeneratorConfig)
+
+
+def test_raising_steps_continues_the_saved_run(pack, bridge, tiny_generator, tiny_clip, tiny_direction, caplog):
+    node = pack.NODE_CLASS_MAPPINGS["NADA_Adapt"]()
+    args = dict(learning_rate=0.002, layers="all", train_seed=0, preview_every=0)
+    with torch.inference_mode():
+        node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=2, **args)
+        with caplog.at_level("INFO"):
+            longer = node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=4, save_every=1, **args)
+        fresh = node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=4, autosave=False, **args)
+    assert "continued the saved run from step 2" in caplog.text
+    assert longer["ui"]["nada_loss"] == fresh["ui"]["nada_loss"]
+    for k, v in fresh["result"][0].state_dict().items():
+        assert torch.equal(longer["result"][0].state_dict()[k], v), k
+    folder = Path(bridge.stylegan_output_directory(), "nada-autosave")
+    steps = sorted(p.name.split("_step")[1] for p in folder.glob("*.safetensors"))
+    assert steps == ["000002.safetensors", "000003-partial.safetensors", "000004.safetensors"]
+
+
+def test_the_loader_lists_autosaves_after_the_users_files(pack, bridge, tiny_generator):
+    folder = Path(bridge.stylegan_output_directory())
+    (folder / "nada-autosave").mkdir(parents=True)
+    for name in ("nada-autosave/a_step000001.safetensors", "zebra.safetensors", "b.safetensors"):
+        nada.save_generator(tiny_generator, folder / name)
+    (choices, _) = pack.NODE_CLASS_MAPPINGS["NADA_LoadStyleGAN2"].INPUT_TYPES()["required"]["model_name"]
+    assert choices == ["b.safetensors", "zebra.safetensors", "nada-autosave/a_step000001.safetensors"]
+
+
+def test_a_queued_run_hashes_each_generator_once(pack, bridge, tiny_generator, tiny_clip, tiny_direction, monkeypatch):
+    import hashlib
+
+    import nada.fingerprints
+
+    hashed = []
+
+    class CountingHashlib:  # the real sha256, counted
+        @staticmethod
+        def sha256():
+            hashed.append(1)
+            return hashlib.sha256()
+
+    monkeypatch.setattr(nada.fingerprints, "hashlib", CountingHashlib)
+    G = tiny_generator  # a fresh generator per test: nothing cached yet
+    node = pack.NODE_CLASS_MAPPINGS["NADA_Adapt"]()
+    with torch.inference_mode():
+        node.adapt(
+            G,
+            tiny_clip,
+            tiny_direction,
+            steps=1,
+            learning_rate=0.002,
+            layers="all",
+            train_seed=0,
+            preview_every=0,
+            parameterization="lora",
+        )
+    # The input for the run key, the adaptation's provenance and the adapter; the result when it is saved.
+    assert len(hashed) == 2
