@@ -142,7 +142,7 @@ class RunStore:
             m = _SAVE.search(p.name)
             if m:
                 out.append(Save(int(m[1]), p, bool(m[2])))
-        return sorted(out, key=lambda s: (s.step, not s.partial))
+        return sorted(out, key=lambda s: (s.step, s.partial))  # a finished save before a snapshot of its step
 
     def finished(self, family: str, steps: int) -> Save | None:
         return next((s for s in self.saves(family) if s.step == steps), None)
@@ -214,9 +214,10 @@ def run_adaptation(
     **adapt_kwargs: Any,
 ) -> RunOutcome:
     """`nada.adapt` with the run's saves in `store` (see the module docstring). `adapt_kwargs` are
-    adapt's callback / preview / should_stop / device. A cancelled run is saved as a partial save with
-    its state and returned (`result.interrupted`); a failed one is saved as a failed save and its
-    `AdaptError` re-raised with `saved` set."""
+    adapt's callback / preview / should_stop / device. A cancelled run is saved as a snapshot with its
+    state and returned (`result.interrupted`). A failed run re-raises its `AdaptError` with `saved` set:
+    a resumable failure (e.g. out of memory) is saved as a snapshot with its state, so the next call
+    continues with the step that failed; a diverged one as a failed save without a state."""
     policy = store.policy
     family = family_key(G, clip, direction, config)
     stem = f"{_slug(label)}_{family}"

@@ -249,7 +249,7 @@ def test_cancel_mid_training_stops_within_a_step_and_keeps_the_input_generator(c
           f"last step {steps_run} of 5000")
     assert steps_run <= state["step"] + 1, "training went on for more than one step after Cancel"
     assert latency < 10
-    partial = list((base / "output" / "stylegan" / "nada-autosave").glob(f"*_partial-step{steps_run}.safetensors"))
+    partial = list((base / "output" / "stylegan" / "nada-autosave").glob(f"*_step{steps_run:06d}-partial.safetensors"))
     assert len(partial) == 1, "the partial result was not saved"
 
     # Same seeds written differently: the loader stays cached (same object), the render re-runs.
