@@ -15,6 +15,7 @@ No public function shares its name with a module of this package (the run lives 
 the sampling helpers in `nada.sampling`), so `nada.adapt` and `nada.sample` are always the functions.
 """
 
+from . import runs
 from .adaptation import AdaptConfig, AdaptError, AdaptProgress, AdaptResult, adapt, adapter_of
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
@@ -58,6 +59,7 @@ __all__ = [
     "load_ensemble",
     "load_generator",
     "render",
+    "runs",
     "sample",
     "save_adapter",
     "save_generator",

@@ -138,3 +138,17 @@ def test_public_functions_are_not_shadowed_by_modules():
     assert nada.adapt is adapt and nada.sample is sample
     G = base_generator()
     assert torch.equal(nada.sample(G, [0, 1]), sample(G, [0, 1]))
+
+
+def test_every_name_of_the_first_release_is_still_public():
+    import nada
+
+    released = (
+        "AdaptConfig AdaptError AdaptProgress Adapter AdapterError ClipEnsemble ClipModel ClipSpec ConfigError "
+        "FormatError Direction Generator GeneratorConfig NadaError __version__ adapt apply_adapters as_ensemble "
+        "blend_generators clip_ensemble combine_directions export_rosinality extract_adapter image_direction "
+        "interpolate load_adapter load_clip load_ensemble load_generator save_adapter sample save_generator "
+        "seed_to_z text_direction"
+    ).split()
+    assert set(released) <= set(nada.__all__)
+    assert all(hasattr(nada, name) for name in nada.__all__)
