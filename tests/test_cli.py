@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from nada.cli import build_parser, main
 from nada.commands.common import ProgressLine
 from tests.adapt_fixtures import make_generator
 from tests.clip_fixtures import write_micro_clip
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -145,3 +148,32 @@ def test_adapt_with_runs_dir_reuses_and_extends_a_run(tmp_path, generator_file, 
                                                                                     "000003.safetensors"]
     a, b = formats.load_generator(tmp_path / "a.safetensors"), formats.load_generator(tmp_path / "b.safetensors")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch and open_clip: ~25 s
+def test_ctrl_c_stops_after_the_step_in_flight_and_a_later_run_continues(tmp_path, generator_file, formats):
+    import signal
+
+    path, _ = generator_file
+    config, weights, _ = write_micro_clip(tmp_path / "clip")
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "nada", "adapt", "--generator", str(path), "--clip", str(config),
+               "--pretrained", str(weights), "--source", "red", "--target", "blue", "--templates", "none",
+               "--steps", "2000", "--device", "cpu", "--out", str(tmp_path / "a.safetensors"),
+               "--runs-dir", str(runs)]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stderr:  # the first progress line: step 1 is done
+        if line.startswith("step "):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "run the same command to continue" in rest
+    (partial,) = runs.glob("*-partial.safetensors")
+    stopped_at = int(partial.name.split("_step")[1][:6])
+    assert 1 <= stopped_at < 2000 and partial.with_suffix(".state").is_file()
+    G = formats.load_generator(partial)
+    assert G.metadata["adaptation"]["interrupted"] and G.metadata["adaptation"]["steps"] == stopped_at
+    command[command.index("2000")] = str(stopped_at + 1)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and f"continued from step {stopped_at}" in done.stdout, done.stderr

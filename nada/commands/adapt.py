@@ -2,12 +2,14 @@
 
 The training options are generated from `AdaptConfig` (`config_options`); with `--runs-dir` the run
 is persisted by `nada.runs` as in ComfyUI: a finished identical run is reused, a cancelled (Ctrl-C
-is not caught; use --save-every) or diverged one is saved, a longer run continues a shorter one.
+stops after the step in flight) or failed one is saved, a longer run continues a shorter one.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,13 +111,18 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressLine(cfg.steps)
     if args.runs_dir:
         store = RunStore(args.runs_dir, RunPolicy(save_every=args.save_every, keep_last=args.keep_last))
-        outcome = run_adaptation(G, clip, direction, cfg, store, label=args.target or "images",
-                                 callback=progress, device=device)  # fmt: skip
+        with StopOnCtrlC() as stop:
+            outcome = run_adaptation(G, clip, direction, cfg, store, label=args.target or "images",
+                                     callback=progress, should_stop=stop, device=device)  # fmt: skip
         if outcome.reused:
             print(f"reused {outcome.reused} (same run)")
         elif outcome.resumed_from:
             print(f"continued from step {outcome.resumed_from} ({args.runs_dir})")
         result = outcome.result
+        if result.interrupted:
+            saved = f"; saved {outcome.saved}: run the same command to continue" if outcome.saved else ""
+            print(f"stopped after step {result.steps} of {cfg.steps}{saved}", file=sys.stderr)
+            return 130  # the shell's code for "ended by Ctrl-C"
     else:
         result = adapt(G, clip, direction, cfg, callback=progress, device=device)
     G2 = result.generator
@@ -128,6 +135,32 @@ def run(args: argparse.Namespace) -> int:
     save_image(image_grid(torch.cat([before, after]), nrow=before.shape[0]), grid_path, overwrite=args.overwrite)
     print(f"wrote {out} and {grid_path} (top row: before, bottom row: after)")
     return 0
+
+
+class StopOnCtrlC:
+    """While active, the first Ctrl-C asks the run to stop after the step in flight (and be saved); a
+    second one interrupts at once, as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def __enter__(self) -> StopOnCtrlC:
+        self.previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.requested:
+                signal.default_int_handler(signum, frame)
+            self.requested = True
+            print("\nstopping after this step (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 def _direction(args: argparse.Namespace, clip, G):
