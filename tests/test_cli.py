@@ -120,11 +120,10 @@ def test_config_from_args_round_trips_and_names_the_option_in_errors(tmp_path):
     from nada.errors import ConfigError
 
     base = ["adapt", "--generator", "g", "--out", "o"]
-    args = adapt_parser().parse_args(base[1:] + ["--layers", "b8,b16", "--k", "3", "--gradient-checkpointing", "off",
-                                                 "--lambda-manifold", "0.5", "--select-every", "4"])
-    cfg = config_from_args(args, AdaptConfig)
-    assert cfg == AdaptConfig(layers=("b8", "b16"), auto_k=3, gradient_checkpointing=False, lambda_manifold=0.5,
-                              select_every=4)
+    options = "--layers b8,b16 --k 3 --gradient-checkpointing off --lambda-manifold 0.5 --select-every 4"
+    cfg = config_from_args(adapt_parser().parse_args(base[1:] + options.split()), AdaptConfig)
+    expected = AdaptConfig(layers=("b8", "b16"), auto_k=3, gradient_checkpointing=False, lambda_manifold=0.5, select_every=4)
+    assert cfg == expected
     bad = adapt_parser().parse_args(base[1:] + ["--lr", "-1"])
     with pytest.raises(ConfigError, match=r"^--lr must be a finite number > 0") as info:
         config_from_args(bad, AdaptConfig)
@@ -144,8 +143,8 @@ def test_adapt_with_runs_dir_reuses_and_extends_a_run(tmp_path, generator_file, 
     assert adapt(2, "a.safetensors") == 0
     assert adapt(2, "b.safetensors") == 0 and "reused" in capsys.readouterr().out
     assert adapt(3, "c.safetensors") == 0 and "continued from step 2" in capsys.readouterr().out
-    assert sorted(p.name.split("_step")[1] for p in runs.glob("*.safetensors")) == ["000002.safetensors",
-                                                                                    "000003.safetensors"]
+    saved_steps = sorted(p.name.split("_step")[1] for p in runs.glob("*.safetensors"))
+    assert saved_steps == ["000002.safetensors", "000003.safetensors"]
     a, b = formats.load_generator(tmp_path / "a.safetensors"), formats.load_generator(tmp_path / "b.safetensors")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
