@@ -96,9 +96,14 @@ def config_from_inputs(values: dict[str, Any]) -> AdaptConfig:
     try:
         return AdaptConfig(**kw)
     except ConfigError as e:
-        if e.field is None:
-            raise bridge.NodeError(str(e)) from None
-        raise bridge.NodeError(str(e).replace(f"AdaptConfig.{e.field}", INPUT_OF_FIELD.get(e.field, e.field))) from None
+        raise node_error(e) from None
+
+
+def node_error(e: ConfigError) -> bridge.NodeError:
+    """The engine's message with the node's input name where it names a config field (`e.field`)."""
+    if e.field is None:
+        return bridge.NodeError(str(e))
+    return bridge.NodeError(str(e).replace(f"AdaptConfig.{e.field}", INPUT_OF_FIELD.get(e.field, e.field)))
 
 
 def _direction_label(direction: Any) -> str:
@@ -316,6 +321,8 @@ class NadaAdapt:
                     should_stop=should_stop,
                     device=device,
                 )
+            except ConfigError as e:  # found when the run meets the generator (e.g. auto_k too large)
+                raise node_error(e) from None
             except AdaptError as e:
                 if e.saved is not None:
                     bridge.send_text(

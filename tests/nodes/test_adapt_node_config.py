@@ -146,3 +146,10 @@ def test_a_queued_run_hashes_each_generator_once(pack, bridge, tiny_generator, t
         )
     # The input for the run key, the adaptation's provenance and the adapter; the result when it is saved.
     assert len(hashed) == 2
+
+
+def test_a_config_error_found_by_the_run_names_the_input(pack, bridge, tiny_generator, tiny_clip, tiny_direction):
+    node = pack.NODE_CLASS_MAPPINGS["NADA_Adapt"]()
+    args = dict(steps=1, learning_rate=0.002, layers="auto", train_seed=0, preview_every=0, auto_k=64)
+    with pytest.raises(bridge.NodeError, match=r"auto_k = 64 but this generator has only \d+ W\+ indices"):
+        node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)
