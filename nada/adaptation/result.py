@@ -60,16 +60,28 @@ class AdaptResult:
         return self.generator.metadata["adaptation"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """What a result records about the run's inputs, gathered once when the run starts."""
+
+    base_metadata: dict[str, Any]  # the input generator's metadata (carried over)
+    base_config: dict[str, Any]
+    base_fingerprint: str
+    base_device: torch.device  # where the result is returned
+    clip: list[dict[str, Any]]  # the CLIP members' descriptions
+    direction: dict[str, Any]
+
+    @classmethod
+    def of(cls, G: nn.Module, clip_description: list[dict[str, Any]], direction: Any) -> Provenance:
+        described = direction.describe() if hasattr(direction, "describe") else {"kind": type(direction).__name__}
+        return cls(
+            dict(getattr(G, "metadata", {}) or {}), G.config.to_dict(), G.fingerprint(), G.device,
+            clip_description, described,
+        )  # fmt: skip
+
+
 def build_result(
-    G: nn.Module,
-    run: Run,
-    interrupted: bool,
-    out_device: torch.device,
-    clip_description: list[dict[str, Any]],
-    direction_description: dict[str, Any],
-    base_fingerprint: str | None,
-    snapshot: bool = False,
-    with_state: bool = False,
+    run: Run, inputs: Provenance, interrupted: bool, snapshot: bool = False, with_state: bool = False
 ) -> AdaptResult:
     """The result as of `run.done` steps. With `snapshot` the run can go on (its generator is copied);
     without, the run's trainable generator becomes the result and the run is over."""
@@ -83,17 +95,17 @@ def build_result(
     out.eval().requires_grad_(False)
     for p in out.parameters():
         p.grad = None
-    if not same_device(out.device, out_device):
-        out = out.to(out_device)
+    if not same_device(out.device, inputs.base_device):
+        out = out.to(inputs.base_device)
     if not snapshot:
         run.optim.state.clear()
     used = {u for h in run.selection_history for u in _units_of(run, h["w_indices"])}
     trained = [u for u in run.candidates if u in used] if cfg.auto else list(run.candidates)
-    meta = dict(getattr(G, "metadata", {}) or {})
+    meta = dict(inputs.base_metadata)
     meta["adaptation"] = {
         "method": "stylegan-nada",
-        "direction": direction_description,
-        "clip": clip_description,
+        "direction": inputs.direction,
+        "clip": inputs.clip,
         "steps": run.done,
         "steps_planned": cfg.steps,
         "interrupted": interrupted,
@@ -103,19 +115,19 @@ def build_result(
         "trained_units": trained,
         "selection_history": [dict(h) for h in run.selection_history],
         "loss_history": [round(v, 6) for v in run.loss_history],
-        "base_fingerprint": base_fingerprint,
+        "base_fingerprint": inputs.base_fingerprint,
         "parameterization": cfg.parameterization,
     }
     out.metadata = meta
     if adapter is not None:
         adapter.metadata.update(
-            base_fingerprint=base_fingerprint,
-            base_config=G.config.to_dict(),
+            base_fingerprint=inputs.base_fingerprint,
+            base_config=inputs.base_config,
             parameterization=cfg.parameterization,
             rank=cfg.rank if cfg.parameterization == "lora" else None,
             steps=run.done,
-            direction=direction_description,
-            clip=clip_description,
+            direction=inputs.direction,
+            clip=inputs.clip,
         )
         attach_adapter(out, adapter)
     return AdaptResult(

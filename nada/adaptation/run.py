@@ -63,7 +63,7 @@ from ..clip import as_ensemble
 from ..devices import default_device
 from ..errors import ConfigError, DirectionError, NadaError
 from .config import AdaptConfig
-from .result import AdaptResult, build_result
+from .result import AdaptResult, Provenance, build_result
 from .step import Guide, NonFinite, Run
 
 log = logging.getLogger(__name__)
@@ -142,19 +142,18 @@ def adapt(
     device = torch.device(device) if device is not None else default_device()
     if G.config.img_channels != 3:
         raise ConfigError(f"CLIP guidance needs an RGB generator; this one has {G.config.img_channels} channels")
-    out_device = G.device
     with torch.inference_mode(False):
         run = Run(G, _guides(clip, direction, device, need_patch=cfg.lambda_patch > 0), cfg, device)
         if resume is not None:
             run.load_state_dict(resume)
             if run.done > cfg.steps:
                 raise ConfigError(f"the saved run is at step {run.done}, beyond steps = {cfg.steps}", field="steps")
-        described = (as_ensemble(clip).describe(), _describe_direction(direction), G.fingerprint())
+        inputs = Provenance.of(G, as_ensemble(clip).describe(), direction)
         start, first = time.perf_counter(), run.done
         interrupted = False
 
         def result(snapshot: bool = False, state: bool = with_state) -> AdaptResult:
-            return build_result(G, run, interrupted, out_device, *described, snapshot=snapshot, with_state=state)
+            return build_result(run, inputs, interrupted, snapshot=snapshot, with_state=state)
 
         previews = preview is not None and cfg.preview_count > 0
         if previews:
@@ -227,7 +226,3 @@ def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -
         )
         for m in ensemble.on(device)
     ]
-
-
-def _describe_direction(direction: Any) -> dict[str, Any]:
-    return direction.describe() if hasattr(direction, "describe") else {"kind": type(direction).__name__}
