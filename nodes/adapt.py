@@ -22,7 +22,7 @@ from nada import images as nada_images
 from nada import layers as nada_layers
 from nada import runs as nada_runs
 from nada.adaptation import AdaptConfig, AdaptError, AdaptProgress, AdaptResult
-from nada.clip import as_ensemble
+from nada.adaptation.memory import training_bytes
 from nada.errors import ConfigError
 
 from . import comfy_bridge as bridge
@@ -139,16 +139,6 @@ def loss_plot(losses: list[float], width: int = 512, height: int = 256) -> torch
         draw.text((left + 8, height // 2), "no steps ran", fill=(200, 200, 200))
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
     return arr.to(bridge.intermediate_device())
-
-
-def training_bytes(generator: torch.nn.Module, clip: Any) -> int:
-    """What to free before training: the generator six times (frozen, trainable, gradients, two Adam
-    moments, one copy in flight), the CLIP weights, and 1 GiB for activations (not measured yet)."""
-
-    def size(m: torch.nn.Module) -> int:
-        return sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
-
-    return size(generator) * 6 + sum(size(m.model.model) for m in as_ensemble(clip)) + GIB
 
 
 class NadaAdapt:
