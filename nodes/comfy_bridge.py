@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import logging
 import os
 import threading
@@ -297,8 +298,9 @@ def request_interrupt(value: bool = True) -> None:
 def current_node_id() -> str | None:
     """The id of the node being executed (ComfyUI sets it in a context variable), or None."""
     utils = _module("comfy_execution.utils", "get_executing_context")
-    if utils is None:
-        return None
+    if utils is None:  # ComfyUI < 0.3.45 runs one node at a time and names it on the server
+        node = getattr(_prompt_server(), "last_node_id", None)
+        return None if node is None else str(node)
     ctx = utils.get_executing_context()
     return None if ctx is None else str(ctx.node_id)
 
@@ -342,7 +344,12 @@ class Progress:
         self.preview_size = preview_size
         self.interrupted = False
         utils = _comfy_utils()
-        self._bar = utils.ProgressBar(self.total, node_id=self.node_id) if utils is not None else None
+        if utils is None:
+            self._bar = None
+        elif "node_id" in inspect.signature(utils.ProgressBar).parameters:
+            self._bar = utils.ProgressBar(self.total, node_id=self.node_id)
+        else:  # ComfyUI < 0.3.45: ProgressBar(total), reported on the executing node
+            self._bar = utils.ProgressBar(self.total)
         self._last_log = 0.0
 
     def update(self, value: int, preview: Any = None) -> None:

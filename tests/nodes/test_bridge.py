@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -66,3 +68,38 @@ def test_progress_and_events_work_without_comfyui(bridge):
 def test_module_on_device_returns_the_same_module_when_already_there(bridge):
     m = torch.nn.Linear(2, 2)
     assert bridge.module_on_device(m, torch.device("cpu")) is m
+
+
+def comfy_utils_stand_in(with_node_id: bool):
+    """comfy.utils's ProgressBar as ComfyUI has it from 0.3.45 (`ProgressBar(total, node_id=None)`) and
+    before (`ProgressBar(total)`, reported on the node the server is executing). ComfyUI itself is not
+    installed here; the signatures are the ones in Comfy-Org/ComfyUI comfy/utils.py at v0.3.44/0.3.45."""
+    calls = []
+
+    class OldProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls.append((getattr(self, "node_id", None), value, total if total is not None else self.total))
+
+    class ProgressBar(OldProgressBar):
+        def __init__(self, total, node_id=None):
+            super().__init__(total)
+            self.node_id = node_id
+
+    return types.SimpleNamespace(ProgressBar=ProgressBar if with_node_id else OldProgressBar), calls
+
+
+@pytest.mark.parametrize("with_node_id", [False, True], ids=["comfyui<0.3.45", "comfyui>=0.3.45"])
+def test_progress_bar_works_on_comfyui_before_and_since_node_ids(bridge, monkeypatch, with_node_id):
+    utils, calls = comfy_utils_stand_in(with_node_id)
+    server = types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=types.SimpleNamespace(last_node_id=7)))
+    monkeypatch.setitem(bridge._modules, "comfy.utils", utils)
+    monkeypatch.setitem(bridge._modules, "server", server)
+    monkeypatch.setitem(bridge._modules, "comfy_execution.utils", None)  # no executing context before 0.3.45
+    assert bridge.current_node_id() == "7"  # the server's executing node, for our events and text
+    p = bridge.Progress(2)
+    p.update(1)
+    p.update(5)
+    assert calls == [("7" if with_node_id else None, 1, 2), ("7" if with_node_id else None, 2, 2)]
