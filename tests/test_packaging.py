@@ -4,6 +4,7 @@ registry zip holds what the nodes need to run."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -81,3 +82,14 @@ def test_registry_zip_has_every_runtime_file_and_no_development_file():
         assert any(p.startswith(folder) for p in files), folder
     assert not [p for p in files if p.startswith(DEVELOPMENT_FOLDERS)]
     assert "requirements-dev.txt" not in files
+
+
+def test_node_list_for_comfyui_manager_names_every_node(pack):
+    """ComfyUI-Manager finds which pack provides a workflow's missing node types from a literal
+    `NODE_CLASS_MAPPINGS = {...}` in the pack's source or from `node_list.json` ({node id: description})
+    at its root (its `scanner.py`). Ours is built from the node classes, so the file is the list."""
+    listed = json.loads((ROOT / "node_list.json").read_text(encoding="utf-8"))
+    assert listed == pack.NODE_DISPLAY_NAME_MAPPINGS, (
+        "node_list.json is out of date; write it again from NODE_DISPLAY_NAME_MAPPINGS"
+    )
+    assert "node_list.json" in registry_zip_files()
