@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ..nada.demo import ASSETS_DIR as DEMO_ASSETS_DIR
+
 log = logging.getLogger(__name__)
 
 # Which files each of our folders lists. `.pkl` is read by our restricted unpickler, never executed.
@@ -129,13 +131,18 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 
 def register_folders() -> None:
-    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent)."""
+    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent).
+
+    The pack's own demo models are a search path of stylegan and open_clip too (after the user's), so the
+    loaders list them as "nada-demo/<file>" with nothing to copy."""
     _merge_folder(
         STYLEGAN_FOLDER,
-        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory()],
+        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory(),
+         str(DEMO_ASSETS_DIR / STYLEGAN_FOLDER)],
         STYLEGAN_EXTENSIONS,
     )
-    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
+    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER),
+                                     str(DEMO_ASSETS_DIR / OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
     _merge_folder(
         ADAPTER_FOLDER,
         [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],

@@ -17,9 +17,7 @@ import torch.nn.functional as F
 
 from ..cli import ProgressLine, Runner, command
 from ..templates import IMAGENET_TEMPLATES
-from . import load_tiny_clip
-
-DEMO_GENERATOR = Path(__file__).resolve().parent.parent / "assets" / "demo_generator" / "generator.safetensors"
+from . import DEMO_GENERATOR, load_tiny_clip
 
 
 @torch.no_grad()

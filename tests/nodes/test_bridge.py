@@ -16,9 +16,29 @@ def test_stylegan_folder_lists_models_and_outputs_with_our_extensions(bridge, tm
     for name in ("ffhq.pt", "cats.pkl", "dogs.safetensors", "readme.txt", "weights.ckpt"):
         (models / name).write_bytes(b"x")
     (outputs / "sketch_00001.safetensors").write_bytes(b"x")
-    assert bridge.list_files("stylegan") == ["cats.pkl", "dogs.safetensors", "ffhq.pt", "nada/sketch_00001.safetensors"]
+    assert bridge.list_files("stylegan") == [
+        "cats.pkl", "dogs.safetensors", "ffhq.pt", "nada-demo/shapes-32px.safetensors", "nada/sketch_00001.safetensors",
+    ]
     assert bridge.full_path("stylegan", "nada/sketch_00001.safetensors") == str(outputs / "sketch_00001.safetensors")
-    assert bridge.folder_paths_of("open_clip") == [str(tmp_path / "models" / "open_clip")]
+    assert bridge.folder_paths_of("open_clip")[0] == str(tmp_path / "models" / "open_clip")
+
+
+def test_bundled_demo_models_are_listed_and_load_without_copying(pack, bridge, tmp_path):
+    from nada.demo import DEMO_GENERATOR, tiny_clip_files
+
+    nodes = pack.NODE_CLASS_MAPPINGS
+    generators = nodes["NADA_LoadStyleGAN2"].INPUT_TYPES()["required"]["model_name"][0]
+    clips = nodes["NADA_LoadCLIP"].INPUT_TYPES()["required"]["weights"][0]
+    assert "nada-demo/shapes-32px.safetensors" in generators and "nada-demo/tiny-clip.safetensors" in clips
+    (G,) = nodes["NADA_LoadStyleGAN2"]().load("nada-demo/shapes-32px.safetensors")
+    assert G.fingerprint() == pack.nada.load_generator(DEMO_GENERATOR).fingerprint()
+    (clip,) = nodes["NADA_LoadCLIP"]().load("tiny-clip", "nada-demo/tiny-clip.safetensors", "")
+    assert clip.name == "tiny-clip" and tiny_clip_files()[1].is_file()
+    # The user's folders come first: their file of the same name is the one loaded.
+    mine = tmp_path / "models" / "stylegan" / "nada-demo" / "shapes-32px.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"x")
+    assert bridge.full_path("stylegan", "nada-demo/shapes-32px.safetensors") == str(mine)
 
 
 def test_full_path_refuses_missing_files_and_escapes(bridge, tmp_path):
