@@ -129,6 +129,17 @@ def test_not_an_adapter_file(tmp_path):
         Adapter("magic", {})
 
 
+def test_a_finite_but_absurd_value_is_refused_not_rendered_as_nan(tmp_path):
+    """Found by the byte-mutation fuzzing: one style scale of 2.4e38 (finite) overflowed the render to NaN."""
+    G = base_generator()
+    adapter = trained("modulation", G).to_adapter({"base_fingerprint": G.fingerprint()})
+    key = sorted(adapter.tensors)[0]
+    adapter.tensors[key][0] = 2.4e38
+    path = save_adapter(adapter, tmp_path / "bad.safetensors")
+    with pytest.raises(AdapterError, match=f"tensor {key} holds values up to 2.4e\\+38.*corrupt"):
+        load_adapter(path)
+
+
 def test_public_api_calls_and_modules_share_a_name():
     import nada
 
