@@ -32,6 +32,10 @@ from .stylegan2 import Generator
 
 log = logging.getLogger(__name__)
 
+# No trained adapter tensor comes near this (generator weights and style scales are O(1)); a file holding
+# more is damaged, and applying it would overflow float32 in the render (NaN images, not an error).
+MAX_ABS_VALUE = 1e4
+
 KINDS = ("lora", "modulation", "delta")
 FORMAT = "nada.adapter"
 FORMAT_VERSION = 1
@@ -249,6 +253,9 @@ def load_adapter(path: str | Path) -> Adapter:
             raise AdapterError(f"{path.name}: tensor {k} has dtype {t.dtype}; adapter tensors are floating point")
         if not torch.isfinite(t).all():
             raise AdapterError(f"{path.name}: tensor {k} contains NaN or Inf; the adapter is corrupt")
+        if t.numel() and t.abs().max() > MAX_ABS_VALUE:
+            raise AdapterError(f"{path.name}: tensor {k} holds values up to {t.abs().max().item():.3g}, far beyond "
+                               f"what training makes (|x| <= {MAX_ABS_VALUE:g}); the adapter is corrupt")
     return Adapter(header.get("kind", ""), {k: t.float() for k, t in tensors.items()}, meta)
 
 

@@ -26,16 +26,45 @@ class FileExistsNadaError(NadaError, FileExistsError):
     """The target file exists and overwriting was not asked for."""
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, platform: str = os.name) -> bool:
+    """Whether process `pid` may still run; when unsure, yes (its temp file is then kept)."""
     if pid == os.getpid():
         return True
+    return _windows_pid_alive(pid) if platform == "nt" else _posix_pid_alive(pid)
+
+
+def _posix_pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # PermissionError: it exists, under another user
         return True
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    # Not os.kill(pid, 0) here: on Windows signal 0 is CTRL_C_EVENT, which would be sent to a console.
+    import ctypes
+    from ctypes import wintypes
+
+    query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.GetExitCodeProcess.restype = wintypes.BOOL
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:  # no such process (ERROR_INVALID_PARAMETER), or one we may not open
+        return ctypes.get_last_error() == error_access_denied
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

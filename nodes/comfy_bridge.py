@@ -10,6 +10,7 @@ Inside ComfyUI the same functions go to `folder_paths`, `comfy.utils.ProgressBar
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import threading
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+
+from ..nada.demo import ASSETS_DIR as DEMO_ASSETS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +130,18 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 
 def register_folders() -> None:
-    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent)."""
+    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent).
+
+    The pack's own demo models are a search path of stylegan and open_clip too (after the user's), so the
+    loaders list them as "nada-demo/<file>" with nothing to copy."""
     _merge_folder(
         STYLEGAN_FOLDER,
-        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory()],
+        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory(),
+         str(DEMO_ASSETS_DIR / STYLEGAN_FOLDER)],
         STYLEGAN_EXTENSIONS,
     )
-    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
+    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER),
+                                     str(DEMO_ASSETS_DIR / OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
     _merge_folder(
         ADAPTER_FOLDER,
         [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],
@@ -296,8 +304,9 @@ def request_interrupt(value: bool = True) -> None:
 def current_node_id() -> str | None:
     """The id of the node being executed (ComfyUI sets it in a context variable), or None."""
     utils = _module("comfy_execution.utils", "get_executing_context")
-    if utils is None:
-        return None
+    if utils is None:  # ComfyUI < 0.3.45 runs one node at a time and names it on the server
+        node = getattr(_prompt_server(), "last_node_id", None)
+        return None if node is None else str(node)
     ctx = utils.get_executing_context()
     return None if ctx is None else str(ctx.node_id)
 
@@ -341,7 +350,12 @@ class Progress:
         self.preview_size = preview_size
         self.interrupted = False
         utils = _comfy_utils()
-        self._bar = utils.ProgressBar(self.total, node_id=self.node_id) if utils is not None else None
+        if utils is None:
+            self._bar = None
+        elif "node_id" in inspect.signature(utils.ProgressBar).parameters:
+            self._bar = utils.ProgressBar(self.total, node_id=self.node_id)
+        else:  # ComfyUI < 0.3.45: ProgressBar(total), reported on the executing node
+            self._bar = utils.ProgressBar(self.total)
         self._last_log = 0.0
 
     def update(self, value: int, preview: Any = None) -> None:

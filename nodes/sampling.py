@@ -1,6 +1,6 @@
 """Sampling nodes: seeds -> latents -> IMAGE batches, latent interpolation, weight blending.
 
-A STYLEGAN_LATENT is a dict {"ws": [B, num_ws, w_dim] float32 on the CPU, "seeds": list[int] | None}:
+A NADA_LATENT is a dict {"ws": [B, num_ws, w_dim] float32 on the CPU, "seeds": list[int] | None}:
 the W+ latents plus the seeds they came from (so that noise_mode "random" draws each seed's own
 noise). Rendering one latent with the original and with the adapted generator gives a before/after
 pair of the same face.

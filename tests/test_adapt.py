@@ -157,7 +157,10 @@ def test_loss_is_the_weighted_directional_loss_with_the_directions_vectors(G, cl
             m.weight * directional_loss(m.model.encode_images(src), m.model.encode_images(tgt), direction.vectors[m.name])
             for m in clip
         )
-    assert two.metadata["adaptation"]["loss_history"][1] == pytest.approx(expected.item(), abs=2e-6)
+    # The history is stored rounded to 6 decimals (half a unit: 5e-7), and the recomputation here runs
+    # the same maths in another op order (no autograd, other batching), so float32 noise on top.
+    stored = two.metadata["adaptation"]["loss_history"][1]
+    assert stored == pytest.approx(expected.item(), rel=1e-5, abs=5e-7 + 1e-6)
 
 
 def test_works_inside_inference_mode_with_an_inference_tensor_generator(clip, direction):

@@ -62,25 +62,27 @@ def _free_port() -> int:
 
 
 def _copy_pack(dest: Path) -> None:
-    """A copy of the pack as a user would install it (no VCS, caches or tests)."""
-    shutil.copytree(
-        ROOT, dest,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "tests", "bench", "docs", "out",
-        ),
-    )
+    """A copy of the pack as a user would install it (no VCS, caches or tests). The development folders
+    are left out at the root only: web/docs is part of the pack."""
+    anywhere = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        at_root = {"tests", "bench", "docs", "out"} & set(names) if Path(folder) == ROOT else set()
+        return set(anywhere(folder, names)) | at_root
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
 
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, pack):
     """A ComfyUI server with our pack and the tiny models; yields (client, base dir, log path)."""
-    from tests.nodes.fixtures import install_demo_models, install_test_models
+    from tests.nodes.fixtures import install_demo_style_image, install_test_models
 
     base = tmp_path_factory.mktemp("comfyui-base")
     _copy_pack(base / "custom_nodes" / PACK_DIR_NAME)
     extra = base / "user-models"
     install_test_models(pack, stylegan_dir=extra / "stylegan", base=base)
-    install_demo_models(stylegan_dir=extra / "stylegan", base=base)  # for the screenshots
+    install_demo_style_image(base)  # for the screenshots (the demo models come with the pack)
     yaml_path = base / "extra_model_paths.yaml"
     yaml_path.write_text(f"nada_test:\n  base_path: {extra}\n  stylegan: stylegan\n", encoding="utf-8")
     port = _free_port()

@@ -74,3 +74,32 @@ def test_killed_save_leaves_old_file_and_next_save_cleans_up(tmp_path):
     atomic_write_bytes(tmp_path / "other.bin", b"new")
     assert not list(tmp_path.glob(f".*{TEMP_SUFFIX}"))
     assert target.read_bytes() == b"old contents"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the POSIX check")
+def test_process_check_tells_running_from_finished_processes():
+    from nada.io import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert _pid_alive(child.pid) and _pid_alive(os.getpid()) and _pid_alive(os.getppid())
+    finally:
+        child.kill()
+        child.wait()
+    assert not _pid_alive(child.pid)  # reaped: no such process (unless the id was reused at once)
+
+
+def test_process_check_never_sends_a_signal_on_windows(monkeypatch):
+    """On Windows os.kill(pid, 0) sends CTRL_C_EVENT instead of probing, so the check there goes through
+    OpenProcess/GetExitCodeProcess; here it is replaced by a recorder, since kernel32 exists only there."""
+    import nada.io
+
+    def no_kill(*args):
+        raise AssertionError("os.kill called on Windows")
+
+    asked = []
+    monkeypatch.setattr(nada.io.os, "kill", no_kill)
+    monkeypatch.setattr(nada.io, "_windows_pid_alive", lambda pid: asked.append(pid) or False)
+    assert nada.io._pid_alive(os.getppid(), platform="nt") is False
+    assert nada.io._pid_alive(os.getpid(), platform="nt") is True  # our own process: no question asked
+    assert asked == [os.getppid()]

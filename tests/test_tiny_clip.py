@@ -38,7 +38,7 @@ def test_fixture_files_are_small_and_match_the_training_config():
 
 def test_loaded_through_the_config_route(clip):
     assert clip.image_size == (64, 64)
-    assert clip.name == "tiny_clip"
+    assert clip.name == "tiny-clip"  # the config file names the model
     assert clip.dtype == torch.float32  # stored in fp16, cast on load
     assert not any(p.requires_grad for p in clip.model.parameters())
 

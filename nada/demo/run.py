@@ -19,10 +19,9 @@ from ..adaptation import AdaptConfig
 from ..commands.common import ProgressLine
 from ..commands.config_options import add_config_options
 from ..templates import IMAGENET_TEMPLATES
-from . import load_tiny_clip
+from . import DEMO_GENERATOR, load_tiny_clip
 
 DEMO_STEPS = 100
-DEMO_GENERATOR = Path(__file__).resolve().parent.parent / "assets" / "demo_generator" / "generator.safetensors"
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Train the demo StyleGAN2 generator of the shapes world (non-adversarial, minutes on a CPU).
 
-    python -m nada.demo.train_generator --out nada/assets/demo_generator
+    python -m nada.demo.train_generator --out nada/assets/stylegan/nada-demo
 
 The objective is honest and simple: a fixed, smooth function `scene_of(z)` reads a shapes-world scene
 out of a latent (a circle whose hue is the angle of two coordinates of the normalised z, position and
@@ -29,11 +29,10 @@ from ..images import image_grid
 from ..stylegan2 import Generator, GeneratorConfig
 from ..stylegan2.formats import save_generator
 from ..stylegan2.ops import normalize_2nd_moment
-from . import world
+from . import DEMO_GENERATOR, DEMO_GENERATOR_DIR, world
 
 log = logging.getLogger(__name__)
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo_generator"
 RESOLUTION = 32
 CONFIG = GeneratorConfig(
     img_resolution=RESOLUTION,
@@ -183,7 +182,7 @@ def quality(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(DEMO_DIR))
+    ap.add_argument("--out", default=str(DEMO_GENERATOR_DIR))
     ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -199,7 +198,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"name": "shapes-world demo generator", "steps": args.steps, "batch": args.batch, "seed": args.seed,
             "train_minutes": round(minutes, 1), "final_loss": round(history[-1], 4), **scores}
-    save_generator(G, out / "generator.safetensors", metadata=meta, overwrite=True, dtype=torch.float16)
+    save_generator(G, out / DEMO_GENERATOR.name, metadata=meta, overwrite=True, dtype=torch.float16)
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))
 

@@ -1,8 +1,8 @@
 """Train the tiny CLIP fixture on the shapes world (deterministic, a few minutes on a CPU).
 
-    python -m nada.demo.train_tiny_clip --out nada/assets/tiny_clip
+    python -m nada.demo.train_tiny_clip --out nada/assets/open_clip/nada-demo
 
-writes `config.json` (an open_clip model config), `weights.safetensors` (fp16; `nada.load_clip`
+writes `tiny-clip.json` (an open_clip model config), `tiny-clip.safetensors` (fp16; `nada.load_clip`
 casts to the precision asked for) and `README.md` (how it was made, measured zero-shot accuracy).
 
 The model is an ordinary open_clip CLIP (a small ViT image tower for 64 px inputs and a small text
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import world
+from . import tiny_clip_files, world
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def save(model: torch.nn.Module, out: Path, info: dict[str, str]) -> tuple[Path,
 
     from ..io import atomic_write_bytes
 
-    config_path, weights_path = out / "config.json", out / "weights.safetensors"
+    config_path, weights_path = tiny_clip_files(out)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     # The script is the one writer of this folder, so re-running it replaces its own outputs.
     atomic_write_bytes(weights_path, save(state, metadata={"format": "pt", "dtype": "float16", **info}), overwrite=True)
@@ -254,15 +254,15 @@ one coloured shape on a plain background), so that the CLIP loading code, text d
 NADA adaptation can be tested on a CPU without downloading any weights. It understands colours and
 shapes of that world and nothing else; it is not a general-purpose CLIP.
 
-- `config.json`: open_clip model config (ViT image tower, 64 px input, patch 8, width 64, 4 layers;
+- `tiny-clip.json`: open_clip model config (ViT image tower, 64 px input, patch 8, width 64, 4 layers;
   text tower width 64, 3 layers, context 32, open_clip's standard tokenizer; embedding dim 64).
   No preprocess section, so loaders use open_clip's default (OpenAI) mean and std.
-- `weights.safetensors`: the state dict in float16 ({size_mb:.1f} MB); loaders cast it to the
+- `tiny-clip.safetensors`: the state dict in float16 ({size_mb:.1f} MB); loaders cast it to the
   precision they run in.
 
 ## How it was made
 
-    python -m nada.demo.train_tiny_clip --out nada/assets/tiny_clip
+    python -m nada.demo.train_tiny_clip --out nada/assets/open_clip/nada-demo
 
 {steps} steps of batch {batch} (AdamW, lr {lr}, cosine schedule, seed {seed}, {threads} CPU threads,
 deterministic algorithms), {minutes:.1f} minutes on the build machine (torch {torch_version}). Captions name
@@ -288,7 +288,7 @@ On {count} fresh scenes (seeds {seed_base}..{seed_end}, never used in training),
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nada.demo.train_tiny_clip", description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="nada/assets/tiny_clip", help="output folder")
+    p.add_argument("--out", default="nada/assets/open_clip/nada-demo", help="output folder")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
     p.add_argument("--eval-only", action="store_true", help="only measure the model in --out and rewrite its README")
@@ -307,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..clip import load_clip
     from ..io import atomic_write_bytes
 
-    with safe_open(str(out / "weights.safetensors"), "pt") as f:
+    config_path, weights_path = tiny_clip_files(out)
+    with safe_open(str(weights_path), "pt") as f:
         info = f.metadata()
     torch.set_num_threads(cfg.threads)
-    clip = load_clip(out / "config.json", weights=out / "weights.safetensors", device="cpu")
+    clip = load_clip(config_path, weights=weights_path, device="cpu")
     acc = evaluate(clip, cfg.eval_count)
     log.info("zero-shot accuracy: %s", json.dumps(acc))
     readme = README.format(
-        size_mb=(out / "weights.safetensors").stat().st_size / 1e6, steps=info["steps"], batch=info["batch"],
+        size_mb=weights_path.stat().st_size / 1e6, steps=info["steps"], batch=info["batch"],
         lr=info["lr"], seed=info["seed"], threads=info["threads"], minutes=float(info["train_minutes"]),
         torch_version=info["torch"], count=cfg.eval_count, seed_base=EVAL_SEED_BASE,
         seed_end=EVAL_SEED_BASE + cfg.eval_count - 1, **acc,

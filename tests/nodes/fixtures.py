@@ -108,9 +108,9 @@ def _rewrite(prompt: dict[str, dict[str, Any]], generator: str, clip: tuple[str,
 
 # The demo world (bundled demo generator + tiny CLIP): the example workflows on models whose images
 # mean something, for the canvas screenshots and for an end-to-end check that the text-guided graph
-# really moves the images toward the target.
-DEMO_GENERATOR_FILE = "nada-demo.safetensors"
-DEMO_CLIP_FILE = "nada-tiny-clip.safetensors"
+# really moves the images toward the target. The loaders list both models with nothing installed.
+DEMO_GENERATOR_FILE = "nada-demo/shapes-32px.safetensors"
+DEMO_CLIP_FILE = "nada-demo/tiny-clip.safetensors"
 DEMO_STYLE_IMAGE = "nada_demo_blue_circle.png"
 
 
@@ -124,19 +124,8 @@ def demo_style_image() -> np.ndarray:
     return np.asarray(world.render_pil(scene, 64))
 
 
-def install_demo_models(stylegan_dir: Path, base: Path) -> None:
-    """Copy the demo generator to `stylegan_dir`, the tiny CLIP (+ its config) to base/models/open_clip
-    and the demo style image to base/input."""
-    from nada.demo import tiny_clip_files
-    from nada.demo.run import DEMO_GENERATOR
-
-    stylegan_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEMO_GENERATOR, stylegan_dir / DEMO_GENERATOR_FILE)
-    config, weights = tiny_clip_files()
-    clip_dir = base / "models" / "open_clip"
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, clip_dir / DEMO_CLIP_FILE)
-    shutil.copyfile(config, (clip_dir / DEMO_CLIP_FILE).with_suffix(".json"))
+def install_demo_style_image(base: Path) -> None:
+    """The demo style image in base/input (the demo models need no installing)."""
     (base / "input").mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo_style_image()).save(base / "input" / DEMO_STYLE_IMAGE)
 

@@ -57,7 +57,9 @@ def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, brid
     (adapter,) = ui["result"]
     assert adapter.kind == "delta"
     (again,) = pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(tiny_generator, True, adapter_1=adapter)
-    assert torch.equal(render(again), render(full))
+    # base + (full - base) gives back full only to within an ulp per weight (floating point does not
+    # promise more), so the renders agree to float noise, not to the bit.
+    torch.testing.assert_close(render(again), render(full), rtol=1e-5, atol=1e-5)
 
 
 def test_adapt_node_trains_an_adapter_and_reuse_keeps_it(pack, bridge, tiny_generator, tiny_clip, tiny_direction):

@@ -12,7 +12,7 @@ from tests.nodes.fixtures import (
     GENERATOR_FILE,
     STYLE_IMAGE,
     demo_world,
-    install_demo_models,
+    install_demo_style_image,
     install_test_models,
     shrink_for_test,
     style_image,
@@ -22,7 +22,7 @@ from tests.nodes.workflow_api import node_info, ui_to_api, validate_ui_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation"}
+EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation", "nada_demo_cpu"}
 REDNESS_RISE = 0.03  # measured 0.058 (-0.074 -> -0.016) at 40 steps
 SHAPE_KEPT = 0.6  # measured 0.77
 
@@ -47,7 +47,8 @@ def test_the_examples_exist_with_thumbnails_named_alike():
 def test_example_is_valid_for_our_nodes(pack, bridge, path):
     workflow = json.loads(path.read_text(encoding="utf-8"))
     assert validate_ui_workflow(workflow, definitions(pack, lenient_files=True)) == []
-    assert all(n["type"] in pack.NODE_CLASS_MAPPINGS or n["type"] in CORE_NODE_DEFS for n in workflow["nodes"])
+    known = {*pack.NODE_CLASS_MAPPINGS, *CORE_NODE_DEFS, "Note", "MarkdownNote"}  # notes live in the frontend only
+    assert all(n["type"] in known for n in workflow["nodes"])
 
 
 def test_validation_catches_broken_workflows(pack, bridge):
@@ -111,7 +112,7 @@ def test_text_guided_example_on_the_demo_world_moves_the_images_toward_red(pack,
     """The text-guided example, run on the bundled demo generator and tiny CLIP with "blue" -> "red",
     makes the after images redder than the before images of the same latents, with the shapes where
     they were."""
-    install_demo_models(stylegan_dir=tmp_path / "models" / "stylegan", base=tmp_path)
+    install_demo_style_image(tmp_path)
     workflow = json.loads((ROOT / "example_workflows" / "nada_text_guided.json").read_text(encoding="utf-8"))
     prompt = demo_world(ui_to_api(workflow, definitions(pack, lenient_files=False)), steps=40)
     run = run_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
@@ -127,3 +128,47 @@ def test_text_guided_example_on_the_demo_world_moves_the_images_toward_red(pack,
     inter, union = (shape(before) & shape(after)).sum().item(), (shape(before) | shape(after)).sum().item()
     print("shape IoU before/after", inter / max(union, 1))
     assert inter / max(union, 1) > SHAPE_KEPT, inter / max(union, 1)
+
+
+def test_cpu_template_runs_as_shipped_on_the_bundled_demo_models(pack, bridge, tmp_path):
+    """Nothing installed, nothing rewritten: the template's model names are in the loaders' lists (the
+    demo models come with the pack) and the graph runs as a user queues it, on a CPU."""
+    workflow = json.loads((ROOT / "example_workflows" / "nada_demo_cpu.json").read_text(encoding="utf-8"))
+    defs = definitions(pack, lenient_files=False)  # file names must be in the real combo lists
+    assert validate_ui_workflow(workflow, defs) == []
+    prompt = ui_to_api(workflow, defs)
+    run = run_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
+    by_title = {prompt[nid]["_meta"]["title"]: images for nid, images in run.sink_images.items()}
+    before, after = by_title["Before"], by_title["After"]
+    assert before.shape == after.shape == (8, 32, 32, 3)
+    assert (after - before).abs().mean() > 0.01  # the adaptation changed the pictures
+    assert by_title["Loss curve"].shape[0] == 1
+    saved = [p for p in (tmp_path / "output" / "stylegan").rglob("*.safetensors") if "nada-autosave" not in p.parts]
+    assert [p.relative_to(tmp_path / "output" / "stylegan").as_posix() for p in saved] == ["nada/demo_red_00001.safetensors"]
+
+
+def test_every_example_has_a_note_and_says_where_its_models_come_from(pack, bridge):
+    """Each model a loader names is bundled (listed with nothing installed), linked in the workflow's
+    `models` metadata (the frontend offers the download into `directory`), or saved by another example."""
+    pretrained = pack.nodes.directions.PRETRAINED_CHOICE
+    workflows = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES}
+    saved_by_examples = {
+        f"{n['widgets_values'][0]}_00001.safetensors"
+        for w in workflows.values() for n in w["nodes"] if n["type"] == "NADA_SaveGenerator"
+    }
+    for stem, w in workflows.items():
+        assert any(n["type"] in ("Note", "MarkdownNote") for n in w["nodes"]), stem
+        linked = {m["name"]: m for m in w.get("models", [])}
+        assert all(m["url"].startswith("https://") and m["directory"] in ("stylegan", "open_clip")
+                   for m in linked.values()), stem
+        for n in w["nodes"]:
+            if n["type"] == "NADA_LoadStyleGAN2":
+                folder, name = "stylegan", n["widgets_values"][0]
+            elif n["type"] == "NADA_LoadCLIP" and n["widgets_values"][1] != pretrained:
+                folder, name = "open_clip", n["widgets_values"][1]
+            else:
+                continue
+            if name in linked:
+                assert linked[name]["directory"] == folder and linked[name] in n["properties"].get("models", [])
+            else:
+                assert name in bridge.list_files(folder) or name in saved_by_examples, (stem, name)

@@ -12,7 +12,9 @@ import pytest
 from tests.nodes.workflow_api import WIDGET_TYPES, combo_values, input_options, input_type
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOM_TYPES = {"STYLEGAN", "STYLEGAN_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER"}
+# Our own type names: spacepxl/ComfyUI-StyleGan passes other objects as STYLEGAN and STYLEGAN_LATENT, and
+# the canvas links any two sockets whose type strings are equal.
+CUSTOM_TYPES = {"NADA_STYLEGAN", "NADA_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER"}
 CORE_TYPES = {"IMAGE", "MASK", "STRING"}
 OPTION_KEYS = {
     "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",

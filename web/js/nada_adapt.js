@@ -11,8 +11,10 @@ import { api } from "../../../scripts/api.js";
 const NODE_CLASS = "NADA_Adapt";
 const WIDGET_NAME = "nada_loss_curve";
 const HEIGHT = 150;
+const REDRAW_MS = 100; // a fast run sends many steps a second; the curve is redrawn at most this often
 
-// node id (string) -> {total, steps: [], losses: [], layers: [], selected: Set, its}
+// execution id (string: "7", or "12:7" for node 7 inside the subgraph node 12) ->
+// {total, steps: [], losses: [], layers: [], selected: Set, its}
 const runs = new Map();
 
 function newRun(total, layers) {
@@ -25,12 +27,51 @@ function runFor(id) {
   return runs.get(key);
 }
 
+function nodeByExecutionId(id) {
+  // The server names a node inside a subgraph by the path of ids from the root graph ("12:7"). Look the
+  // node up when the event arrives: a node's id is only final after the workflow is loaded (nodeCreated
+  // runs before configure assigns the saved id).
+  let graph = app.rootGraph || app.graph;
+  const path = String(id).split(":");
+  for (const [i, part] of path.entries()) {
+    const node = graph && (graph.getNodeById(Number(part)) || graph.getNodeById(part));
+    if (!node || i === path.length - 1) return node || null;
+    graph = node.subgraph; // undefined for a node that is not a subgraph: the lookup ends there
+  }
+  return null;
+}
+
+const pending = new Set();
+let timer = 0;
+
 function repaint(id) {
-  // Look the node up when the event arrives: a node's id is only final after the workflow is loaded
-  // (nodeCreated runs before configure assigns the saved id).
-  const graph = app.graph;
-  const node = graph && (graph.getNodeById(Number(id)) || graph.getNodeById(id));
-  if (node && node.nadaPaintLossCurve) node.nadaPaintLossCurve();
+  pending.add(String(id));
+  if (!timer) timer = setTimeout(flush, REDRAW_MS);
+}
+
+function flush() {
+  timer = 0;
+  for (const id of pending) {
+    const node = nodeByExecutionId(id);
+    if (node && node.nadaPaintLossCurve) node.nadaPaintLossCurve(id);
+  }
+  pending.clear();
+}
+
+function envelope(run, x, plotW) {
+  // At most one [px, min, max] per pixel column: a long run costs no more to draw, and spikes stay visible.
+  const cols = [];
+  run.losses.forEach((v, i) => {
+    const px = Math.round(x(run.steps[i]));
+    const last = cols[cols.length - 1];
+    if (last && last[0] === px) {
+      last[1] = Math.min(last[1], v);
+      last[2] = Math.max(last[2], v);
+    } else if (cols.length <= plotW + 1) {
+      cols.push([px, v, v]);
+    }
+  });
+  return cols;
 }
 
 function draw(canvas, run) {
@@ -56,8 +97,12 @@ function draw(canvas, run) {
     ctx.fillStyle = "#888";
     ctx.fillText("loss curve: waiting for the first step", pad.left, pad.top + plotH / 2);
   } else {
-    let lo = Math.min(...run.losses);
-    let hi = Math.max(...run.losses);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of run.losses) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
     if (hi - lo < 1e-9) {
       hi += 0.5;
       lo -= 0.5;
@@ -75,11 +120,10 @@ function draw(canvas, run) {
     ctx.strokeStyle = "#6cf";
     ctx.lineWidth = 1.5;
     ctx.beginPath();
-    run.losses.forEach((v, i) => {
-      const px = x(run.steps[i]);
-      const py = y(v);
-      if (i === 0) ctx.moveTo(px, py);
-      else ctx.lineTo(px, py);
+    envelope(run, x, plotW).forEach(([px, min, max], i) => {
+      if (i === 0) ctx.moveTo(px, y(max));
+      else ctx.lineTo(px, y(max));
+      if (min !== max) ctx.lineTo(px, y(min));
     });
     ctx.stroke();
 
@@ -154,7 +198,11 @@ app.registerExtension({
     });
     // The curve is a view of server events, not a parameter: keep it out of the saved workflow.
     widget.serialize = false;
-    node.nadaPaintLossCurve = () => draw(canvas, runFor(node.id));
+    // Painted for the run of the execution id the last event named (inside a subgraph it is not node.id).
+    node.nadaPaintLossCurve = (id) => {
+      if (id !== undefined) node.nadaRunId = id;
+      draw(canvas, runFor(node.nadaRunId ?? node.id));
+    };
     requestAnimationFrame(() => node.nadaPaintLossCurve());
   },
 });
