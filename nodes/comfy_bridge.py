@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..nada.demo import ASSETS_DIR as DEMO_ASSETS_DIR
+from nada.demo import ASSETS_DIR as DEMO_ASSETS_DIR
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nada.demo import DEMO_SUBFOLDER
 from nada.stylegan2 import formats as nada_formats
 
 from . import comfy_bridge as bridge
@@ -12,8 +13,9 @@ CATEGORY = "StyleGAN-NADA/loaders"
 
 
 def users_files_first(names: list[str]) -> list[str]:
-    """The user's own files, then the automatic saves of NADA Adapt (there can be many of those)."""
-    return sorted(names, key=lambda n: (n.startswith(AUTOSAVE_DIR + "/"), n))
+    """The user's own files, then the pack's demo models, then the automatic saves of NADA Adapt (there
+    can be many of those)."""
+    return sorted(names, key=lambda n: (n.startswith(DEMO_SUBFOLDER + "/") + 2 * n.startswith(AUTOSAVE_DIR + "/"), n))
 
 
 class LoadStyleGAN2:

@@ -23,6 +23,7 @@ def test_stylegan_folder_lists_models_and_outputs_with_our_extensions(bridge, tm
 
 
 def test_bundled_demo_models_are_listed_and_load_without_copying(pack, bridge, tmp_path):
+    import nada
     from nada.demo import DEMO_GENERATOR, tiny_clip_files
 
     nodes = pack.NODE_CLASS_MAPPINGS
@@ -30,7 +31,7 @@ def test_bundled_demo_models_are_listed_and_load_without_copying(pack, bridge, t
     clips = nodes["NADA_LoadCLIP"].INPUT_TYPES()["required"]["weights"][0]
     assert "nada-demo/shapes-32px.safetensors" in generators and "nada-demo/tiny-clip.safetensors" in clips
     (G,) = nodes["NADA_LoadStyleGAN2"]().load("nada-demo/shapes-32px.safetensors")
-    assert G.fingerprint() == pack.nada.load_generator(DEMO_GENERATOR).fingerprint()
+    assert G.fingerprint() == nada.load_generator(DEMO_GENERATOR).fingerprint()
     (clip,) = nodes["NADA_LoadCLIP"]().load("tiny-clip", "nada-demo/tiny-clip.safetensors", "")
     assert clip.name == "tiny-clip" and tiny_clip_files()[1].is_file()
     # The user's folders come first: their file of the same name is the one loaded.
