@@ -31,6 +31,14 @@ def to_hwc(images: torch.Tensor) -> torch.Tensor:
     return x[:, :3].permute(0, 2, 3, 1).contiguous()
 
 
+def from_hwc(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's IMAGE layout [B, H, W, C] in [0, 1] -> [B, C, H, W] float32 in [-1, 1] (the inverse
+    of `to_hwc` for RGB)."""
+    if images.ndim != 4:
+        raise NadaError(f"expected images [batch, height, width, channels], got shape {list(images.shape)}")
+    return images.detach().float().permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[B, C, H, W] in [-1, 1] -> list of RGB PIL images."""
     arr = (to_hwc(images).numpy() * 255.0 + 0.5).astype(np.uint8)

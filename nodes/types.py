@@ -9,3 +9,4 @@ LATENT = "STYLEGAN_LATENT"  # W+ latents [B, num_ws, w_dim] (with their generato
 CLIP = "NADA_CLIP"  # a nada CLIP model or ensemble
 DIRECTION = "NADA_DIRECTION"  # a CLIP-space direction
 ADAPTER = "NADA_ADAPTER"  # a list of (adapter, strength)
+ENCODER = "NADA_ENCODER"  # a nada.Encoder (pSp / e4e / ReStyle)
