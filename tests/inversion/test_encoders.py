@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import nada
-from nada.errors import ConfigError, FormatError, InversionError
+from nada.errors import ConfigError, InversionError
 from tests.inversion.encoder_checkpoints import make_decoder, write_checkpoint
 
 
