@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..nada import images as nada_images
 from ..nada import inversion as nada_inversion
+from ..nada.stylegan2 import formats as nada_formats
 from . import comfy_bridge as bridge
 from .types import ENCODER, GENERATOR, LATENT
 
@@ -21,12 +22,17 @@ class LoadEncoder:
     DESCRIPTION = (
         "Loads an image encoder from models/stylegan_encoders: the published pSp, e4e, ReStyle-pSp and "
         "ReStyle-e4e checkpoints (e.g. e4e_ffhq_encode.pt, restyle_e4e_ffhq_encode.pt). The architecture is "
-        "inferred from the file, which is read without running any code from it."
+        "inferred from the file, which is read without running any code from it. The file also holds the "
+        "generator the encoder was trained with (e.g. FFHQ): the second output, for Invert Image, Render Latent "
+        "and NADA Adapt."
     )
     SEARCH_ALIASES = ["e4e", "psp", "restyle", "gan inversion", "image to latent", "encoder4editing"]
-    RETURN_TYPES = (ENCODER,)
-    RETURN_NAMES = ("encoder",)
-    OUTPUT_TOOLTIPS = ("The encoder, on the CPU in eval mode; its decoder is the generator stored in the same file.",)
+    RETURN_TYPES = (ENCODER, GENERATOR)
+    RETURN_NAMES = ("encoder", "generator")
+    OUTPUT_TOOLTIPS = (
+        "The encoder, on the CPU in eval mode.",
+        "The generator stored in the same file (the encoder's decoder): the original to adapt and render with.",
+    )
     FUNCTION = "load"
 
     @classmethod
@@ -45,7 +51,8 @@ class LoadEncoder:
         return bridge.file_signature(bridge.ENCODER_FOLDER, encoder_name)
 
     def load(self, encoder_name):
-        return (nada_inversion.load_encoder(bridge.full_path(bridge.ENCODER_FOLDER, encoder_name)),)
+        path = bridge.full_path(bridge.ENCODER_FOLDER, encoder_name)
+        return nada_inversion.load_encoder(path), nada_formats.load_generator(path)
 
 
 class InvertImage:
@@ -78,10 +85,10 @@ class InvertImage:
                                                "e4e always make one pass and ignore this."}),
             },
             "optional": {
-                "generator": (GENERATOR, {"tooltip": "The generator the encoder was trained with (e.g. the same "
-                                                     "FFHQ model); default: the decoder stored in the encoder file. "
-                                                     "Not an adapted one: ReStyle compares its renderings with the "
-                                                     "photo."}),
+                "generator": (GENERATOR, {"tooltip": "The generator the encoder was trained with: Load Encoder's "
+                                                     "generator output (read again from the file when not "
+                                                     "connected). Not an adapted one: ReStyle compares its "
+                                                     "renderings with the photo."}),
             },
         }
 

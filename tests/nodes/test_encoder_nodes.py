@@ -35,13 +35,13 @@ def test_load_encoder_lists_the_encoder_folder_and_loads(pack, bridge, checkpoin
     loader = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]
     assert name in loader.INPUT_TYPES()["required"]["encoder_name"][0]
     assert loader.IS_CHANGED(name)
-    (enc,) = loader().load(name)
+    enc, G = loader().load(name)
     assert (enc.kind, enc.num_ws, enc.spec.backbone) == ("restyle_e4e", 6, "resnet34")
+    assert (G.num_ws, G.config.img_resolution) == (6, 16)  # the decoder stored in the same file
 
 
 def test_invert_image_gives_a_latent_render_latent_reproduces(pack, bridge, checkpoints):
-    (enc,) = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["restyle"]))
-    G = pack.nada.load_generator(checkpoints["restyle"])
+    enc, G = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["restyle"]))
     with torch.inference_mode():  # as ComfyUI runs nodes
         latent, recon = pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(300, 300), 2, G)
         (rendered,) = pack.NODE_CLASS_MAPPINGS["NADA_RenderLatent"]().render(G, latent, "const")
@@ -52,14 +52,14 @@ def test_invert_image_gives_a_latent_render_latent_reproduces(pack, bridge, chec
 
 
 def test_psp_and_e4e_ignore_the_iteration_count(pack, bridge, checkpoints):
-    (enc,) = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["e4e"]))
+    enc, _ = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["e4e"]))
     with torch.inference_mode():
         latent, recon = pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(256, 256), 5)
     assert latent["ws"].shape == (1, 4, 512) and recon.shape == (1, 8, 8, 3)
 
 
 def test_cancel_stops_the_refinement_and_raises_the_interrupt(pack, bridge, checkpoints):
-    (enc,) = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["restyle"]))
+    enc, _ = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["restyle"]))
     bridge.request_interrupt(True)
     with pytest.raises(bridge.interrupt_exception_type()), torch.inference_mode():
         pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(256, 256), 5)
