@@ -18,6 +18,7 @@ What is taken from where:
 | GradualStyleEncoder | psp (3 channels) or restyle_psp (6) | IR-SE50 | FPN, one style per W+ entry |
 | Encoder4Editing | e4e | IR-SE50 | FPN, w0 + per-entry deltas |
 | SingleStyleCodeEncoder, BackboneEncoderUsingLastLayerIntoW | psp | IR-SE50 | one w for all entries |
+| BackboneEncoderUsingLastLayerIntoWPlus | psp | IR-SE50 | W+ from one 7x7-pooled vector |
 | BackboneEncoder, ResNetBackboneEncoder, ResNetGradualStyleEncoder | restyle_psp | IR-SE50 / ResNet34 | last map / FPN |
 | ProgressiveBackboneEncoder, ResNetProgressiveBackboneEncoder | restyle_e4e | IR-SE50 / ResNet34 | last map, w0 + deltas |
 """
@@ -43,12 +44,13 @@ log = logging.getLogger(__name__)
 KINDS = ("psp", "e4e", "restyle_psp", "restyle_e4e")
 # encoder_type -> (kind for 3-channel input, head). Heads: "fpn" one style per entry from the feature
 # pyramid; "fpn_deltas" e4e's w0 + deltas over the pyramid; "map" / "map_deltas" the same from the
-# last 16x16 map only; "single" one w for every entry.
+# last 16x16 map only; "single" one w for every entry; "wplus" all entries from one pooled vector.
 ENCODER_TYPES = {
     "GradualStyleEncoder": ("psp", "fpn"),
     "Encoder4Editing": ("e4e", "fpn_deltas"),
     "SingleStyleCodeEncoder": ("psp", "single"),
     "BackboneEncoderUsingLastLayerIntoW": ("psp", "single"),
+    "BackboneEncoderUsingLastLayerIntoWPlus": ("psp", "wplus"),
     "BackboneEncoder": ("restyle_psp", "map"),
     "ResNetBackboneEncoder": ("restyle_psp", "map"),
     "ResNetGradualStyleEncoder": ("restyle_psp", "fpn"),
@@ -95,6 +97,12 @@ class EncoderNet(Backbone):
             self.output_pool = nn.AdaptiveAvgPool2d((1, 1))
             self.linear = EqualLinear(512, spec.w_dim)
             return
+        if spec.head == "wplus":
+            self.output_layer_2 = nn.Sequential(
+                nn.BatchNorm2d(512), nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(512 * 7 * 7, 512)
+            )
+            self.linear = EqualLinear(512, spec.w_dim * spec.num_ws)
+            return
         self.styles = nn.ModuleList(StyleBlock(512, _spatial(i, spec.head)) for i in range(spec.num_ws))
         if spec.head.startswith("fpn"):
             self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1, stride=1, padding=0)
@@ -105,6 +113,8 @@ class EncoderNet(Backbone):
         if self.head == "single":
             w = self.linear(self.output_pool(c3).view(-1, 512))
             return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if self.head == "wplus":
+            return self.linear(self.output_layer_2(c3)).view(x.shape[0], self.num_ws, -1)
         levels = [c3] * self.num_ws
         if self.head.startswith("fpn"):
             # The pyramid is built only as deep as the entries need it, like the original.
@@ -223,8 +233,9 @@ def infer_spec(obj: Any, where: str) -> EncoderSpec:
         dcfg = rosinality.config_from_rosinality(decoder)
     except FormatError as e:
         raise FormatError(f"{where}: the decoder stored with the encoder is not a StyleGAN2 generator ({e})") from None
-    if head == "single":
-        num_ws, w_dim = dcfg.num_ws, int(encoder.get("linear.weight", torch.empty(0, 0)).shape[0])
+    if head in ("single", "wplus"):
+        out_features = int(encoder.get("linear.weight", torch.empty(0, 0)).shape[0])
+        num_ws, w_dim = dcfg.num_ws, out_features // (dcfg.num_ws if head == "wplus" else 1)
     else:
         num_ws = len({k.split(".")[1] for k in encoder if k.startswith("styles.")})
         w_dim = int(encoder.get("styles.0.linear.weight", torch.empty(0, 0)).shape[0])

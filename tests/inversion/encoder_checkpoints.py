@@ -106,7 +106,7 @@ def encoder_state(spec: EncoderSpec, seed: int) -> dict[str, torch.Tensor]:
             out[p + "num_batches_tracked"] = torch.tensor(1234)
         elif isinstance(m, nn.PReLU):
             out[p + "weight"] = torch.rand(m.weight.shape, generator=g) * 0.5
-        elif isinstance(m, nn.Conv2d):
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
             out[p + "weight"] = pools.take(m.weight.shape, math.prod(m.weight.shape[1:]))
             if m.bias is not None:
                 out[p + "bias"] = torch.randn(m.bias.shape, generator=g) * 0.1

@@ -39,6 +39,7 @@ def photo(n: int = 1, seed: int = 0) -> torch.Tensor:
         ("Encoder4Editing", None, "e4e", "ir_se50", 3),
         ("GradualStyleEncoder", None, "psp", "ir_se50", 3),
         ("SingleStyleCodeEncoder", None, "psp", "ir_se50", 3),
+        ("BackboneEncoderUsingLastLayerIntoWPlus", None, "psp", "ir_se50", 3),
         ("GradualStyleEncoder", {"input_nc": 6}, "restyle_psp", "ir_se50", 6),  # ReStyle's FPN variant
         ("BackboneEncoder", None, "restyle_psp", "ir_se50", 6),
         ("ResNetGradualStyleEncoder", None, "restyle_psp", "resnet34", 6),
@@ -51,6 +52,7 @@ def test_architecture_is_inferred_from_the_file(tmp_path, encoder_type, opts, ki
     enc = nada.load_encoder(path)
     assert (enc.kind, enc.spec.backbone, enc.input_channels) == (kind, backbone, channels)
     assert (enc.num_ws, enc.w_dim, enc.input_size, enc.decoder_path) == (4, 512, 256, path)
+    assert enc(torch.zeros(2, channels, 256, 256)).shape == (2, 4, 512)
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     G = nada.load_generator(path)  # the decoder stored next to the encoder
     assert (G.num_ws, G.config.img_resolution) == (enc.num_ws, 8)

@@ -62,7 +62,7 @@ def test_a_generator_checkpoint_is_not_an_encoder(tmp_path):
     "change, message",
     [
         (lambda c: c.pop("opts"), "no training options"),
-        (lambda c: c["opts"].update(encoder_type="BackboneEncoderUsingLastLayerIntoWPlus"), "not supported"),
+        (lambda c: c["opts"].update(encoder_type="FancyNewEncoder"), "not supported"),
         (lambda c: c["opts"].update(dataset_type="cars_encode"), "cars encoder"),
         (lambda c: c.pop("latent_avg"), "no 'latent_avg'"),
         (lambda c: c.update(latent_avg=torch.zeros(3, 7)), "latent_avg has shape"),
