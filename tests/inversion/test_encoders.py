@@ -148,3 +148,13 @@ def test_a_generator_that_does_not_fit_the_encoder_is_refused(files):
     enc = nada.load_encoder(files["restyle"])  # trained with a 16 px decoder (6 W+ entries)
     with pytest.raises(InversionError, match="does not fit the encoder"):
         nada.invert(enc, photo(), generator=make_decoder(32, seed=0))
+
+
+def test_a_psp_trained_without_the_average_latent_outputs_its_raw_codes(tmp_path):
+    path = write_checkpoint(tmp_path / "psp.pt", "GradualStyleEncoder", resolution=8, start_from_latent_avg=False)
+    enc = nada.load_encoder(path)
+    assert enc.latent_avg is None and not enc.spec.adds_latent_avg
+    x = photo()
+    res = nada.invert(enc, x)
+    with torch.no_grad():
+        torch.testing.assert_close(res.latents, enc(x), rtol=0, atol=0)
