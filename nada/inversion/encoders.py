@@ -202,17 +202,18 @@ def _split(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict[str, tor
     return encoder, decoder
 
 
-def infer_spec(obj: Any, where: str) -> EncoderSpec:
-    """The architecture of the encoder in a loaded checkpoint (see the module table)."""
-    encoder, decoder = _split(obj, where)
-    opts = _options(obj, where)
+def infer_spec(
+    encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], opts: dict[str, Any], where: str
+) -> EncoderSpec:
+    """The architecture of an encoder from its weights, its decoder's and its training options (see
+    the module table)."""
     encoder_type = opts["encoder_type"]
     if encoder_type not in ENCODER_TYPES:
         raise FormatError(f"{where}: encoder_type {encoder_type!r} is not supported; supported: "
                           f"{', '.join(ENCODER_TYPES)}")
     if "cars" in str(opts.get("dataset_type", "")):
         raise FormatError(f"{where} is a cars encoder (192x256 inputs, cropped outputs), which comfyui-nada does not "
-                          "support yet; face, church, horse, animal and toonify encoders work")
+                          "support yet (encoders of 256x256 crops load)")
     stem = "input_layer.0.weight" if "input_layer.0.weight" in encoder else "conv1.weight"
     if stem not in encoder or encoder[stem].ndim != 4:
         raise FormatError(f"{where}: the encoder has neither an IR-SE50 stem (input_layer.0.weight) nor a ResNet34 "
@@ -284,8 +285,8 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str | None = No
         raise FormatError(f"{where} ({len(data)} bytes) is not a PyTorch checkpoint; pSp/e4e/ReStyle encoders are .pt "
                           "files" + ("; it is empty" if not data else ""))
     obj = load_torch_bytes(data, where, "pSp/e4e/ReStyle", FormatError)
-    spec = infer_spec(obj, where)
-    weights, _ = _split(obj, where)
+    weights, decoder = _split(obj, where)
+    spec = infer_spec(weights, decoder, _options(obj, where), where)
     latent_avg = _latent_avg(obj, spec, where)
     with torch.device("meta"):
         enc = Encoder(spec, path, None)
