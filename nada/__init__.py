@@ -20,7 +20,8 @@ from .adaptation import AdaptConfig, AdaptError, AdaptProgress, AdaptResult, ada
 from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, load_adapter, save_adapter
 from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
 from .directions import Direction, combine_directions, image_direction, text_direction
-from .errors import ConfigError, FormatError, NadaError
+from .errors import ConfigError, FormatError, InversionError, NadaError
+from .inversion import Encoder, InversionResult, invert, load_encoder
 from .sampling import blend_generators, interpolate, render, sample, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
@@ -41,6 +42,9 @@ __all__ = [
     "FormatError",
     "Generator",
     "GeneratorConfig",
+    "Encoder",
+    "InversionError",
+    "InversionResult",
     "NadaError",
     "__version__",
     "adapt",
@@ -54,8 +58,10 @@ __all__ = [
     "extract_adapter",
     "image_direction",
     "interpolate",
+    "invert",
     "load_adapter",
     "load_clip",
+    "load_encoder",
     "load_ensemble",
     "load_generator",
     "render",

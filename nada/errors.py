@@ -28,4 +28,9 @@ class DirectionError(NadaError, ValueError):
 
 
 class FormatError(NadaError, ValueError):
-    """A checkpoint file cannot be read as a generator (unknown, truncated, unsafe or unsupported)."""
+    """A checkpoint file cannot be read as a generator or encoder (unknown, truncated, unsafe or unsupported)."""
+
+
+class InversionError(NadaError, ValueError):
+    """Images cannot be inverted as asked: wrong size or channels, an empty batch, or an encoder and a
+    generator that do not fit together."""

@@ -3,14 +3,17 @@
 `weights_only=True` stops code from running, but not a file that makes the loader allocate far more
 than it holds: a zip bomb (compressed entries that inflate into memory), tensors whose zero or
 overlapping strides declare terabytes of values over a few stored bytes, or legacy storages sized by
-a number in the file and never filled from it. Generators (`nada.stylegan2.formats`) and CLIP weights
-(`nada.clip`) both pass through these checks; each caller names its own error type.
+a number in the file and never filled from it. Generators (`nada.stylegan2.formats`), encoders
+(`nada.inversion`) and CLIP weights (`nada.clip`) all pass through these checks; each caller names its
+own error type.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import pickle
+import re
 import zipfile
 from typing import IO, Any
 
@@ -68,3 +71,27 @@ def check_tensors_fit(obj: Any, where: str, file_size: int, error: type[NadaErro
     if declared > file_size:
         raise error(f"{where} declares {declared} bytes of tensor data but the file has only {file_size}; "
                     "it is damaged or hostile and is refused")
+
+
+def load_torch_bytes(data: bytes, where: str, kind: str, error: type[NadaError]) -> Any:
+    """`torch.load(weights_only=True)` of a .pt file's bytes, with the checks above; a file that asks
+    for anything but tensors and plain containers (or argparse.Namespace, which rosinality's training
+    script stores) is refused, naming what it asked for. `kind` names the file type in messages."""
+    if data[:4] == b"PK\x03\x04":
+        check_torch_archive(data, len(data), where, error)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch words it "Unsupported global: GLOBAL a.b ..." or "unsupported GLOBAL a.b whose module ..."
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(e))
+        hint = found.group(1) if found else ""
+        raise error(
+            f"{where} was refused: it asks to load {hint or 'something other than tensors'}, which a {kind} "
+            "checkpoint never needs and which could run code from the file"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
+        raise error(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
+                    "it may be truncated, re-download it") from None
+    check_tensors_fit(obj, where, len(data), error)
+    return obj

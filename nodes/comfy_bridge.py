@@ -31,6 +31,9 @@ STYLEGAN_FOLDER = "stylegan"
 OPEN_CLIP_FOLDER = "open_clip"
 ADAPTER_FOLDER = "stylegan_adapters"
 ADAPTER_EXTENSIONS = frozenset({".safetensors"})
+# pSp / e4e / ReStyle checkpoints: torch zip files read with weights_only=True (no code runs).
+ENCODER_FOLDER = "stylegan_encoders"
+ENCODER_EXTENSIONS = frozenset({".pt", ".pth"})
 
 _MISSING = object()
 _modules: dict[str, Any] = {}
@@ -130,7 +133,8 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 
 def register_folders() -> None:
-    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent).
+    """Register models/stylegan + output/stylegan, models/open_clip, the adapter folders and
+    models/stylegan_encoders (idempotent).
 
     The pack's own demo models are a search path of stylegan and open_clip too (after the user's), so the
     loaders list them as "nada-demo/<file>" with nothing to copy."""
@@ -147,6 +151,7 @@ def register_folders() -> None:
         [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],
         ADAPTER_EXTENSIONS,
     )
+    _merge_folder(ENCODER_FOLDER, [os.path.join(models_directory(), ENCODER_FOLDER)], ENCODER_EXTENSIONS)
 
 
 def folder_paths_of(name: str) -> list[str]:

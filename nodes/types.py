@@ -11,3 +11,4 @@ LATENT = "NADA_LATENT"  # W+ latents [B, num_ws, w_dim] (with their generator's 
 CLIP = "NADA_CLIP"  # a nada CLIP model or ensemble
 DIRECTION = "NADA_DIRECTION"  # a CLIP-space direction
 ADAPTER = "NADA_ADAPTER"  # a list of (adapter, strength)
+ENCODER = "NADA_ENCODER"  # a nada.Encoder (pSp / e4e / ReStyle)

@@ -14,7 +14,7 @@ from tests.nodes.workflow_api import WIDGET_TYPES, combo_values, input_options, 
 ROOT = Path(__file__).resolve().parents[2]
 # Our own type names: spacepxl/ComfyUI-StyleGan passes other objects as STYLEGAN and STYLEGAN_LATENT, and
 # the canvas links any two sockets whose type strings are equal.
-CUSTOM_TYPES = {"NADA_STYLEGAN", "NADA_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER"}
+CUSTOM_TYPES = {"NADA_STYLEGAN", "NADA_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER", "NADA_ENCODER"}
 CORE_TYPES = {"IMAGE", "MASK", "STRING"}
 OPTION_KEYS = {
     "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",
@@ -43,7 +43,7 @@ def test_every_node_is_listed_with_a_prefixed_id_and_display_name(pack):
         "NADA_LoadStyleGAN2", "NADA_LoadCLIP", "NADA_CLIPEnsemble", "NADA_EncodePromptPair",
         "NADA_ImageDirection", "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample",
         "NADA_RenderLatent", "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
-        "NADA_LoadAdapter", "NADA_ApplyAdapters", "NADA_SaveAdapter",
+        "NADA_LoadAdapter", "NADA_ApplyAdapters", "NADA_SaveAdapter", "NADA_LoadEncoder", "NADA_InvertImage",
     }
     assert ids == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == ids

@@ -14,14 +14,11 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import logging
 import os
-import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ import torch
 
 from ...errors import ConfigError, FormatError
 from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
-from ...torch_files import check_tensors_fit, check_torch_archive, overlapping
+from ...torch_files import load_torch_bytes, overlapping
 from ..config import GeneratorConfig
 from ..networks import Generator
 from . import nvidia, rosinality
@@ -145,7 +142,7 @@ def _load(data: bytes, where: str) -> Generator:
     if kind == "safetensors":
         cfg, sd, meta = _load_safetensors(data, where)
     elif kind in ("torch-zip", "torch-legacy"):
-        cfg, sd, w_avg_known, meta = _load_torch(data, where, kind)
+        cfg, sd, w_avg_known, meta = _load_torch(data, where)
     elif kind == "pickle":
         obj = safe_load(data)
         if isinstance(obj, dict) and "G_ema" in obj:
@@ -179,25 +176,8 @@ def _load(data: bytes, where: str) -> Generator:
     return G
 
 
-def _load_torch(data: bytes, where: str, kind: str):
-    if kind == "torch-zip":
-        check_torch_archive(data, len(data), where, FormatError)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        # torch words it "Unsupported global: GLOBAL a.b ..." or "unsupported GLOBAL a.b whose module ..."
-        found = re.search(r"GLOBAL\s+([\w.]+)", msg)
-        hint = found.group(1) if found else ""
-        raise FormatError(
-            f"{where} was refused: it asks to load {hint or 'something other than tensors'}, which a StyleGAN "
-            "checkpoint never needs and which could run code from the file"
-        ) from None
-    except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
-        raise FormatError(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
-                          "it may be truncated, re-download it") from None
-    check_tensors_fit(obj, where, len(data), FormatError)
+def _load_torch(data: bytes, where: str):
+    obj = load_torch_bytes(data, where, "StyleGAN", FormatError)
     sd, latent_avg, info = rosinality.unwrap_checkpoint(obj)
     if rosinality.is_rosinality(sd):
         cfg, ours = rosinality.from_rosinality(sd)
