@@ -21,3 +21,7 @@ class DirectionError(NadaError, ValueError):
 
 class FormatError(NadaError, ValueError):
     """A checkpoint file cannot be read as a generator (unknown, truncated, unsafe or unsupported)."""
+
+
+class ProjectionError(NadaError, ValueError):
+    """An image cannot be projected as asked (bad image batch, unusable latent init or weights file)."""
