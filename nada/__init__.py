@@ -20,6 +20,7 @@ from .adapters import Adapter, AdapterError, apply_adapters, extract_adapter, lo
 from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble, load_clip, load_ensemble
 from .directions import Direction, combine_directions, image_direction, text_direction
 from .errors import ConfigError, FormatError, NadaError
+from .inversion.project import project
 from .sample import blend_generators, interpolate, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
@@ -68,6 +69,7 @@ __all__ = [
     "load_clip",
     "load_ensemble",
     "load_generator",
+    "project",
     "save_adapter",
     "sample",
     "save_generator",

@@ -29,6 +29,9 @@ STYLEGAN_FOLDER = "stylegan"
 OPEN_CLIP_FOLDER = "open_clip"
 ADAPTER_FOLDER = "stylegan_adapters"
 ADAPTER_EXTENSIONS = frozenset({".safetensors"})
+# VGG16 (torchvision's) and LPIPS weights for the projector's perceptual loss; read with weights_only.
+PERCEPTUAL_FOLDER = "lpips"
+PERCEPTUAL_EXTENSIONS = frozenset({".pth", ".pt", ".safetensors"})
 
 _MISSING = object()
 _modules: dict[str, Any] = {}
@@ -128,7 +131,8 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 
 def register_folders() -> None:
-    """Register models/stylegan + output/stylegan, models/open_clip and the adapter folders (idempotent)."""
+    """Register models/stylegan + output/stylegan, models/open_clip, the adapter folders and models/lpips
+    (idempotent)."""
     _merge_folder(
         STYLEGAN_FOLDER,
         [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory()],
@@ -140,6 +144,7 @@ def register_folders() -> None:
         [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],
         ADAPTER_EXTENSIONS,
     )
+    _merge_folder(PERCEPTUAL_FOLDER, [os.path.join(models_directory(), PERCEPTUAL_FOLDER)], PERCEPTUAL_EXTENSIONS)
 
 
 def folder_paths_of(name: str) -> list[str]:
