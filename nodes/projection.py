@@ -68,7 +68,7 @@ class ProjectImage:
                 "space": (list(SPACES), {"default": "w+", "tooltip": (
                     "w+: one w per layer, closest reconstruction; w: one w per image, stays on the generator's "
                     "manifold, so adapted generators and edits behave better.")}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1,
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "step": 1,
                                  "tooltip": "Seeds the random parts of the optimisation (the result repeats)."}),
             },
             "optional": {
