@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 "steps": result.steps, "space": args.space, "loss": result.loss_name, "psnr_db": round(quality, 2)}
         latent_path = _save_latent(result.latents, out, path.stem, args.format, meta)
         png = save_image(image_grid(result.images), unique_path(out / f"{path.stem}_reconstruction.png"))
-        how = ("encoder" if encoder is not None else "") + (" + " if encoder is not None and steps else "") + (
-            f"{result.steps} projector steps ({result.loss_name})" if steps else "")
+        how = " + ".join((["encoder"] if encoder is not None else [])
+                         + ([f"{result.steps} projector steps ({result.loss_name})"] if steps else []))
         print(f"{path.name}: {how}; PSNR {quality:.2f} dB; {latent_path} and {png.name} "
               f"({time.perf_counter() - start:.1f} s)")
     return 0

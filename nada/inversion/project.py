@@ -36,6 +36,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -134,8 +135,6 @@ def _device(G: nn.Module) -> torch.device:
 
 def _autograd_ready(G: nn.Module) -> nn.Module:
     """`G` itself, or a copy whose tensors are ordinary ones when `G` holds inference tensors."""
-    import copy
-
     if not any(t.is_inference() for t in (*G.parameters(), *G.buffers())):
         return G
     with torch.inference_mode(False), torch.no_grad():

@@ -110,6 +110,7 @@ class _RunsCode:
         return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the hostile pickle
 def test_weights_files_are_read_without_running_code(tmp_path, monkeypatch, vgg_file):
     monkeypatch.chdir(tmp_path)
     hostile = tmp_path / "vgg16.pth"
