@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     G = load_generator(args.generator or args.encoder).to(device)
     encoder = None
     if args.encoder:
-        from .encoders import invert, load_encoder
+        from .encoders import load_encoder
+        from .faces import prepare_face
+        from .inference import invert
 
         encoder = load_encoder(args.encoder, device=device)
     clip = None
@@ -141,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         image = read_image(path)
         init = None
         if encoder is not None:
-            init = invert(encoder, image.to(device), n_iters=args.iters, generator=G).latents
+            faces = prepare_face(image, size=encoder.input_size).to(device)  # the encoder's input size
+            init = invert(encoder, faces, n_iters=args.iters, generator=G).latents
         result = project(G, image.to(device), steps=steps, space=args.space, optimize_noise=args.noise,
                          loss=args.loss, init=init, seed=args.seed, clip=clip, perceptual_weights=weights,
                          lr=args.lr)

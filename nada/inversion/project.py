@@ -258,8 +258,8 @@ def project(
         )
     if len(paths) > 2:
         raise ConfigError("perceptual_weights takes at most two files: the VGG16 weights and LPIPS's vgg.pth")
-    if optimize_noise and not hasattr(G.synthesis, "make_noise"):
-        raise ConfigError("this generator has no noise inputs to optimise; use optimize_noise=False")
+    if optimize_noise and not getattr(G.synthesis, "noise_shapes", list)():
+        raise ConfigError("this generator has no noise inputs to optimise (StyleGAN3 has none); use optimize_noise=False")
     with torch.inference_mode(False), torch.enable_grad():
         run = _Projection(G, images, cfg, init, clip, paths)
         return run.loop(callback, should_stop)
