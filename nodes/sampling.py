@@ -3,8 +3,8 @@
 A STYLEGAN_LATENT is a dict {"ws": [B, num_ws, w_dim] float32 on the CPU, "seeds": list[int] | None}:
 the W+ latents plus the seeds they came from (so that noise_mode "random" draws each seed's own
 noise). A plain W+ tensor [B, num_ws, w_dim] or [num_ws, w_dim] (another pack's latent) is accepted
-wherever a latent goes in: its shape says what it is. Rendering one latent with the original and with the adapted generator gives a before/after
-pair of the same face.
+wherever a latent goes in: its shape says what it is. Rendering one latent with the original and
+with the adapted generator gives a before/after pair of the same face.
 """
 
 from __future__ import annotations
