@@ -22,6 +22,7 @@ from .clip import ClipEnsemble, ClipModel, ClipSpec, as_ensemble, clip_ensemble,
 from .directions import Direction, combine_directions, image_direction, text_direction
 from .errors import ConfigError, FormatError, InversionError, NadaError
 from .inversion import Encoder, InversionResult, invert, load_encoder
+from .inversion.project import project
 from .sampling import blend_generators, interpolate, render, sample, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
@@ -64,6 +65,7 @@ __all__ = [
     "load_encoder",
     "load_ensemble",
     "load_generator",
+    "project",
     "render",
     "runs",
     "sample",

@@ -18,17 +18,18 @@ import time
 from collections.abc import Sequence
 
 from .commands import adapt as adapt_command
+from .commands import invert as invert_command
 from .commands import sample as sample_command
 from .demo import run as demo_command
 from .errors import NadaError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (sample_command.add_parser, adapt_command.add_parser, demo_command.add_parser)
+SUBCOMMANDS = (sample_command.add_parser, adapt_command.add_parser, invert_command.add_parser, demo_command.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nada", description="StyleGAN-NADA: adapt and sample.")
+    parser = argparse.ArgumentParser(prog="python -m nada", description="StyleGAN-NADA: adapt, sample and invert.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in SUBCOMMANDS:

@@ -34,3 +34,7 @@ class FormatError(NadaError, ValueError):
 class InversionError(NadaError, ValueError):
     """Images cannot be inverted as asked: wrong size or channels, an empty batch, or an encoder and a
     generator that do not fit together."""
+
+
+class ProjectionError(NadaError, ValueError):
+    """An image cannot be projected as asked (bad image batch, unusable latent init or weights file)."""

@@ -34,6 +34,9 @@ ADAPTER_EXTENSIONS = frozenset({".safetensors"})
 # pSp / e4e / ReStyle checkpoints: torch zip files read with weights_only=True (no code runs).
 ENCODER_FOLDER = "stylegan_encoders"
 ENCODER_EXTENSIONS = frozenset({".pt", ".pth"})
+# VGG16 (torchvision's) and LPIPS weights for the projector's perceptual loss; read with weights_only.
+PERCEPTUAL_FOLDER = "lpips"
+PERCEPTUAL_EXTENSIONS = frozenset({".pth", ".pt", ".safetensors"})
 
 _MISSING = object()
 _modules: dict[str, Any] = {}
@@ -134,7 +137,7 @@ def _merge_folder(name: str, paths: Iterable[str], extensions: frozenset[str]) -
 
 def register_folders() -> None:
     """Register models/stylegan + output/stylegan, models/open_clip, the adapter folders and
-    models/stylegan_encoders (idempotent).
+    models/stylegan_encoders and models/lpips (idempotent).
 
     The pack's own demo models are a search path of stylegan and open_clip too (after the user's), so the
     loaders list them as "nada-demo/<file>" with nothing to copy."""
@@ -152,6 +155,7 @@ def register_folders() -> None:
         ADAPTER_EXTENSIONS,
     )
     _merge_folder(ENCODER_FOLDER, [os.path.join(models_directory(), ENCODER_FOLDER)], ENCODER_EXTENSIONS)
+    _merge_folder(PERCEPTUAL_FOLDER, [os.path.join(models_directory(), PERCEPTUAL_FOLDER)], PERCEPTUAL_EXTENSIONS)
 
 
 def folder_paths_of(name: str) -> list[str]:

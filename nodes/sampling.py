@@ -2,8 +2,9 @@
 
 A NADA_LATENT is a dict {"ws": [B, num_ws, w_dim] float32 on the CPU, "seeds": list[int] | None}:
 the W+ latents plus the seeds they came from (so that noise_mode "random" draws each seed's own
-noise). Rendering one latent with the original and with the adapted generator gives a before/after
-pair of the same face.
+noise). A plain W+ tensor [B, num_ws, w_dim] or [num_ws, w_dim] (another pack's latent) is accepted
+wherever a latent goes in: its shape says what it is. Rendering one latent with the original and
+with the adapted generator gives a before/after pair of the same face.
 """
 
 from __future__ import annotations
@@ -36,8 +37,20 @@ def _to_image(x: torch.Tensor) -> torch.Tensor:
     return nada_images.to_hwc(x).to(bridge.intermediate_device())
 
 
+def _latent_ws(latent) -> torch.Tensor:
+    """The W+ tensor of a STYLEGAN_LATENT dict or of a plain tensor ([num_ws, w_dim] gets a batch axis)."""
+    ws = latent.get("ws") if isinstance(latent, dict) else latent
+    if not isinstance(ws, torch.Tensor):
+        raise bridge.NodeError(f"expected a StyleGAN latent (W+ tensor [batch, num_ws, w_dim]), got {type(ws).__name__}")
+    return ws[None] if ws.ndim == 2 else ws
+
+
+def _latent_seeds(latent) -> list[int] | None:
+    return latent.get("seeds") if isinstance(latent, dict) else None
+
+
 def _check_latent(generator, latent) -> torch.Tensor:
-    ws = latent["ws"]
+    ws = _latent_ws(latent)
     num_ws, w_dim = generator.config.num_ws, generator.config.w_dim
     if ws.ndim != 3 or ws.shape[1:] != (num_ws, w_dim):
         raise bridge.NodeError(
@@ -107,7 +120,7 @@ class RenderLatent:
     def render(self, generator, latent, noise_mode):
         ws = _check_latent(generator, latent)
         G = nada_devices.on_device(generator, bridge.torch_device())
-        seeds = latent.get("seeds")
+        seeds = _latent_seeds(latent)
         seeds = seeds if seeds is not None and len(seeds) == ws.shape[0] else None
         return (_to_image(nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds)),)
 
@@ -166,7 +179,7 @@ class InterpolateLatents:
         }
 
     def interpolate(self, latent, frames, mode, loop):
-        ws = nada_sampling.interpolate(latent["ws"], frames, mode=mode, loop=loop)
+        ws = nada_sampling.interpolate(_latent_ws(latent), frames, mode=mode, loop=loop)
         # Interpolated frames are between seeds: they use const noise, so they have no seeds of their own.
         return ({"ws": ws, "seeds": None},)
 

@@ -75,11 +75,12 @@ def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
 def shrink_for_test(prompt: dict[str, dict[str, Any]], base: Path | None = None, steps: int = 3) -> dict:
     """The same graph on the tiny models, with few steps, seeds and frames (runs in seconds on a CPU)."""
     return _rewrite(prompt, generator=GENERATOR_FILE, clip=(tiny_clip_architecture(), clip_weights_name()),
-                    image=STYLE_IMAGE, steps=steps, preview_every=1, frames=6, source_samples=4)
+                    image=STYLE_IMAGE, steps=steps, preview_every=1, frames=6, source_samples=4, project_steps=steps)
 
 
 def _rewrite(prompt: dict[str, dict[str, Any]], generator: str, clip: tuple[str, str], image: str, steps: int,
-             preview_every: int, frames: int, source_samples: int, texts: tuple[str, str] | None = None) -> dict:
+             preview_every: int, frames: int, source_samples: int, project_steps: int,
+             texts: tuple[str, str] | None = None) -> dict:
     """A copy of an API-format prompt with the models, sizes and output prefixes replaced."""
     out = {}
     for nid, node in prompt.items():
@@ -94,6 +95,8 @@ def _rewrite(prompt: dict[str, dict[str, Any]], generator: str, clip: tuple[str,
         elif kind == "NADA_Adapt":
             inputs["steps"] = steps
             inputs["preview_every"] = preview_every
+        elif kind == "NADA_ProjectImage":
+            inputs["steps"] = project_steps
         elif kind == "NADA_InterpolateLatents":
             inputs["frames"] = min(inputs["frames"], frames)
         elif kind == "NADA_ImageDirection":
@@ -130,7 +133,9 @@ def install_demo_style_image(base: Path) -> None:
     Image.fromarray(demo_style_image()).save(base / "input" / DEMO_STYLE_IMAGE)
 
 
-def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60) -> dict:
-    """The same graph on the demo world: "blue" -> "red" (or a blue-circle image), `steps` steps."""
+def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60, project_steps: int = 100) -> dict:
+    """The same graph on the demo world: "blue" -> "red" (or a blue-circle image), `steps` adaptation
+    and `project_steps` projection steps."""
     return _rewrite(prompt, generator=DEMO_GENERATOR_FILE, clip=("tiny-clip", DEMO_CLIP_FILE), image=DEMO_STYLE_IMAGE,
-                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8, texts=("blue", "red"))
+                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8,
+                    project_steps=project_steps, texts=("blue", "red"))

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from tests.nodes.fixtures import (
+    DEMO_STYLE_IMAGE,
     GENERATOR_FILE,
     STYLE_IMAGE,
+    demo_style_image,
     demo_world,
     install_demo_style_image,
     install_test_models,
@@ -22,9 +24,12 @@ from tests.nodes.workflow_api import node_info, ui_to_api, validate_ui_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation", "nada_demo_cpu"}
+EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation", "nada_demo_cpu",
+            "photo_to_adapted_domain"}
 REDNESS_RISE = 0.03  # measured 0.058 (-0.074 -> -0.016) at 40 steps
 SHAPE_KEPT = 0.6  # measured 0.77
+PHOTO_PSNR_FLOOR = 28.0  # measured 33.2 dB (100 steps, the 64 px photo area-downsampled to 32 px)
+PHOTO_SHAPE_KEPT = 0.6  # measured 0.76 (the adaptation itself reshapes a little, see SHAPE_KEPT)
 
 
 def definitions(pack, lenient_files: bool):
@@ -128,6 +133,31 @@ def test_text_guided_example_on_the_demo_world_moves_the_images_toward_red(pack,
     inter, union = (shape(before) & shape(after)).sum().item(), (shape(before) | shape(after)).sum().item()
     print("shape IoU before/after", inter / max(union, 1))
     assert inter / max(union, 1) > SHAPE_KEPT, inter / max(union, 1)
+
+
+def _shape(x: torch.Tensor) -> torch.Tensor:
+    """Pixels clearly off the demo world's gray background, of a [B, H, W, 3] batch in 0..1."""
+    return (x - 0.5).abs().amax(-1) > 0.2
+
+
+def test_photo_example_on_the_demo_world_reconstructs_the_photo_and_adapts_it_in_place(pack, bridge, tmp_path):
+    """The photo example, run on the demo world ("blue" -> "red", a blue-circle photo): the reconstruction
+    is close to the photo, and the adapted render is the same circle, redder."""
+    install_demo_style_image(tmp_path)
+    workflow = json.loads((ROOT / "example_workflows" / "photo_to_adapted_domain.json").read_text(encoding="utf-8"))
+    prompt = demo_world(ui_to_api(workflow, definitions(pack, lenient_files=False)), steps=40, project_steps=100)
+    photo = torch.tensor(demo_style_image()).float().div(255)[None]
+    run = run_prompt(prompt, pack.NODE_CLASS_MAPPINGS, load_image={DEMO_STYLE_IMAGE: photo})
+    by_title = {prompt[nid]["_meta"]["title"]: images for nid, images in run.sink_images.items()}
+    recon, adapted = by_title["Reconstruction"], by_title["Adapted"]
+    small = torch.nn.functional.interpolate(photo.permute(0, 3, 1, 2), size=(32, 32), mode="area").permute(0, 2, 3, 1)
+    psnr = -10 * torch.log10((recon - small).square().mean()).item()
+    inter, union = (_shape(recon) & _shape(adapted)).sum().item(), (_shape(recon) | _shape(adapted)).sum().item()
+    print(f"reconstruction PSNR {psnr:.1f} dB; shape IoU {inter / max(union, 1):.2f}; redness "
+          f"{_redness(recon):.3f} -> {_redness(adapted):.3f}")
+    assert psnr > PHOTO_PSNR_FLOOR
+    assert inter / max(union, 1) > PHOTO_SHAPE_KEPT
+    assert _redness(adapted) > _redness(recon) + REDNESS_RISE
 
 
 def test_cpu_template_runs_as_shipped_on_the_bundled_demo_models(pack, bridge, tmp_path):

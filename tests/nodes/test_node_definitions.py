@@ -44,6 +44,7 @@ def test_every_node_is_listed_with_a_prefixed_id_and_display_name(pack):
         "NADA_ImageDirection", "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample",
         "NADA_RenderLatent", "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
         "NADA_LoadAdapter", "NADA_ApplyAdapters", "NADA_SaveAdapter", "NADA_LoadEncoder", "NADA_InvertImage",
+        "NADA_ProjectImage",
     }
     assert ids == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == ids
