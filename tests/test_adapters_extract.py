@@ -183,3 +183,11 @@ def test_cli_extracts_and_refuses_unrelated_pairs(tmp_path, capsys):
     unrelated = save_generator(nada.Generator(G.config), tmp_path / "other.safetensors")
     code = main(["extract-adapter", str(unrelated), str(adapted_file), "--out", str(tmp_path / "u.safetensors")])
     assert code == 2 and "relative change" in capsys.readouterr().err
+
+
+def test_an_average_w_estimated_at_load_time_is_not_part_of_the_shift():
+    G, A = base(), published(adapted("a red sketch"))
+    estimated = A.with_tensors({"mapping.w_avg": A.mapping.w_avg + 0.5})
+    estimated.metadata = {"w_avg": "estimated from 4096 seeded samples (the file has no average w)"}
+    assert "mapping.w_avg" not in measure_shift(G, estimated).deltas
+    assert "mapping.w_avg" in measure_shift(G, A.with_tensors({"mapping.w_avg": A.mapping.w_avg + 0.5})).deltas

@@ -89,8 +89,11 @@ def measure_shift(base: Generator, adapted: Generator, atol: float = 0.0) -> Shi
     sb, sa = base.state_dict(), adapted.state_dict()
     deltas: dict[str, torch.Tensor] = {}
     relative_changes = []
+    # A file without an average w (published NADA checkpoints) gets an estimate at load time: not a
+    # change the adaptation made, so the base's stored average is kept.
+    estimated = {"mapping.w_avg"} if "w_avg" in adapted.metadata else set()
     for name, b in sb.items():
-        if not b.is_floating_point():
+        if not b.is_floating_point() or name in estimated:
             continue
         a = sa[name].detach().to(b.device, torch.float32)
         b = b.detach().float()
