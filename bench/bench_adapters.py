@@ -42,7 +42,9 @@ from nada.stylegan2 import Generator, GeneratorConfig, channels_rosinality  # no
 REL = 0.02
 
 
-def low_rank_plus_noise(shape: torch.Size, norm: float, rank: int, low_share: float, g: torch.Generator) -> torch.Tensor:
+def low_rank_plus_noise(
+    shape: torch.Size, norm: float, rank: int, low_share: float, g: torch.Generator
+) -> torch.Tensor:
     m, n = shape[0], math.prod(shape[1:])
     r = min(rank, m, n)
     u, _ = torch.linalg.qr(torch.randn(m, r, generator=g))
@@ -57,7 +59,9 @@ def low_rank_plus_noise(shape: torch.Size, norm: float, rank: int, low_share: fl
 def synthetic_adaptation(G: Generator, seed: int = 0) -> Generator:
     """G plus a shift shaped like a real NADA run's (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
-    bias_scale = 0.1 * torch.cat([p.abs().flatten() for n, p in G.named_parameters() if n.endswith("affine.bias")]).mean()
+    bias_scale = (
+        0.1 * torch.cat([p.abs().flatten() for n, p in G.named_parameters() if n.endswith("affine.bias")]).mean()
+    )
     out = {}
     for name, p in G.named_parameters():
         if not name.startswith("synthesis."):
@@ -95,12 +99,22 @@ def main() -> None:
             adapter = p.to_adapter({"base_fingerprint": "0" * 64, "kind": kind})
             for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16")):
                 path = save_adapter(adapter, Path(tmp) / f"{kind}-{label}.safetensors", dtype=dtype)
-                rows.append((f"trained {kind} ({label})" + (f", rank {args.rank}" if kind == "lora" else ""),
-                             adapter.num_parameters(), os.path.getsize(path), None))
+                rows.append(
+                    (
+                        f"trained {kind} ({label})" + (f", rank {args.rank}" if kind == "lora" else ""),
+                        adapter.num_parameters(),
+                        os.path.getsize(path),
+                        None,
+                    )
+                )
         if args.extract_ranks:
-            rows += extraction_rows(G, [int(r) for r in args.extract_ranks.split(",")], tuple(parse_seeds(args.seeds)), tmp)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.resolution} px config-f (random "
-          f"weights); trained adapters: preset 'all' ({len(names)} tensors); image error: seeds {args.seeds}")
+            rows += extraction_rows(
+                G, [int(r) for r in args.extract_ranks.split(",")], tuple(parse_seeds(args.seeds)), tmp
+            )
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.resolution} px config-f (random "
+        f"weights); trained adapters: preset 'all' ({len(names)} tensors); image error: seeds {args.seeds}"
+    )
     print(f"{'what':<40}{'parameters':>14}{'file size':>14}{'vs full':>10}{'image error':>13}")
     for what, n, size, err in rows:
         shown = "" if err is None else f"{err:.5f}"
@@ -117,12 +131,24 @@ def extraction_rows(G: Generator, ranks: list[int], seeds: tuple[int, ...], tmp:
     for rank in ranks:
         adapter = shift.adapter(rank)
         path = save_adapter(adapter, Path(tmp) / f"extracted-r{rank}.safetensors", dtype=torch.float16)
-        rows.append((f"extracted (fp16), rank {rank}", adapter.num_parameters(), os.path.getsize(path),
-                     image_error(G, load_adapter(path), reference, seeds)))
+        rows.append(
+            (
+                f"extracted (fp16), rank {rank}",
+                adapter.num_parameters(),
+                os.path.getsize(path),
+                image_error(G, load_adapter(path), reference, seeds),
+            )
+        )
     exact = extract_adapter(G, A)
     path = save_adapter(exact, Path(tmp) / "extracted-exact.safetensors", dtype=torch.float16)
-    rows.append(("extracted (fp16), exact differences", exact.num_parameters(), os.path.getsize(path),
-                 image_error(G, load_adapter(path), reference, seeds)))
+    rows.append(
+        (
+            "extracted (fp16), exact differences",
+            exact.num_parameters(),
+            os.path.getsize(path),
+            image_error(G, load_adapter(path), reference, seeds),
+        )
+    )
     return rows
 
 

@@ -99,8 +99,11 @@ class ApplyAdapters:
         }
 
     def apply(self, generator, check_base=True, **kw):
-        pairs = [(kw[f"adapter_{i}"], float(kw.get(f"strength_{i}", 1.0)))
-                 for i in (1, 2, 3) if kw.get(f"adapter_{i}") is not None]
+        pairs = [
+            (kw[f"adapter_{i}"], float(kw.get(f"strength_{i}", 1.0)))
+            for i in (1, 2, 3)
+            if kw.get(f"adapter_{i}") is not None
+        ]
         try:
             return (nada_adapters.apply_adapters(generator, pairs, check_base=check_base),)
         except nada_adapters.AdapterError as e:
@@ -129,22 +132,58 @@ class SaveAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": (GENERATOR, {"tooltip": "An adapted generator (from NADA Adapt or a loaded full checkpoint)."}),
-                "filename_prefix": ("STRING", {"default": "nada_adapter", "tooltip": "File name prefix; a counter is added."}),
-                "half_precision": ("BOOLEAN", {"default": True, "tooltip": "Store fp16 (half the size; loads as fp32)."}),
+                "generator": (
+                    GENERATOR,
+                    {"tooltip": "An adapted generator (from NADA Adapt or a loaded full checkpoint)."},
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "nada_adapter", "tooltip": "File name prefix; a counter is added."},
+                ),
+                "half_precision": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Store fp16 (half the size; loads as fp32)."},
+                ),
             },
             "optional": {
-                "base_generator": (GENERATOR, {"tooltip": "The generator it was adapted from, to extract an adapter "
-                                                          "when the generator carries none."}),
-                "rank": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1,
-                                 "tooltip": "Extraction only: 0 = exact differences (or the rank max_error picks), "
-                                            "N = weight factors of rank N plus the exact change of every other tensor."}),
-                "max_error": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
-                                        "tooltip": "Extraction only: > 0 picks the smallest rank (up to rank, if set) "
-                                                   "whose image error, the mean |pixel difference| in [-1, 1] over "
-                                                   "seeds 0-3 at truncation 0.7, is at most this. 0.01 = 1.3/255."}),
-                "name": ("STRING", {"default": "", "tooltip": "Adapter name shown in messages and the loader "
-                                                              "(default: the target prompt, else filename_prefix)."}),
+                "base_generator": (
+                    GENERATOR,
+                    {
+                        "tooltip": "The generator it was adapted from, to extract an adapter "
+                        "when the generator carries none."
+                    },
+                ),
+                "rank": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 512,
+                        "step": 1,
+                        "tooltip": "Extraction only: 0 = exact differences (or the rank max_error picks), "
+                        "N = weight factors of rank N plus the exact change of every other tensor.",
+                    },
+                ),
+                "max_error": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Extraction only: > 0 picks the smallest rank (up to rank, if set) "
+                        "whose image error, the mean |pixel difference| in [-1, 1] over "
+                        "seeds 0-3 at truncation 0.7, is at most this. 0.01 = 1.3/255.",
+                    },
+                ),
+                "name": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Adapter name shown in messages and the loader "
+                        "(default: the target prompt, else filename_prefix).",
+                    },
+                ),
             },
         }
 

@@ -72,7 +72,13 @@ class Adapter:
                 if a is None or b is None or name not in params or name in add:
                     raise AdapterError(f"lora adapter entry {name!r} is incomplete or not in this generator")
                 w = params[name]
-                if a.ndim != 2 or b.ndim != 2 or b.shape[0] != w.shape[0] or a.shape[1] != w[0].numel() or a.shape[0] != b.shape[1]:
+                if (
+                    a.ndim != 2
+                    or b.ndim != 2
+                    or b.shape[0] != w.shape[0]
+                    or a.shape[1] != w[0].numel()
+                    or a.shape[0] != b.shape[1]
+                ):
                     raise AdapterError(f"lora tensors for {name} do not fit its shape {list(w.shape)}")
                 add[name] = lora_delta(a, b, w.shape)
         elif self.kind == "delta":
@@ -85,8 +91,9 @@ class Adapter:
                 if not key.endswith(".style_scale") or wname not in params:
                     raise AdapterError(f"modulation entry {key!r} does not name a styled layer of this generator")
                 if d.shape != (params[wname].shape[0],):
-                    raise AdapterError(f"modulation entry {key!r} has shape {list(d.shape)}, expected "
-                                       f"[{params[wname].shape[0]}]")
+                    raise AdapterError(
+                        f"modulation entry {key!r} has shape {list(d.shape)}, expected [{params[wname].shape[0]}]"
+                    )
                 mod[layer] = d
         return add, mod
 
@@ -115,9 +122,7 @@ def modulated_affine(weight: torch.Tensor, bias: torch.Tensor, d: torch.Tensor) 
     return weight * factor[:, None], bias * factor
 
 
-def apply_adapters(
-    G: Generator, adapters: Sequence[tuple[Adapter, float]], check_base: bool = True
-) -> Generator:
+def apply_adapters(G: Generator, adapters: Sequence[tuple[Adapter, float]], check_base: bool = True) -> Generator:
     """A new generator: `G` with every (adapter, strength) applied; `G` itself is not changed.
 
     Only the tensors the adapters touch are new; all others are shared with `G`.

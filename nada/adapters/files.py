@@ -24,8 +24,9 @@ def save_adapter(adapter: Adapter, path: str | Path, overwrite: bool = False, dt
 
     from ..io import atomic_write_bytes
 
-    tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
-               for k, v in adapter.tensors.items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in adapter.tensors.items()
+    }
     header = {
         "format": FORMAT,
         "format_version": str(2 if any(k.endswith(DELTA) for k in tensors) and adapter.kind == "lora" else 1),
@@ -51,7 +52,9 @@ def load_adapter(path: str | Path) -> Adapter:
         tensors = st_load(data)
         header = _safetensors_metadata(data)
     except (SafetensorError, ValueError) as e:
-        raise AdapterError(f"{path.name} is not a readable .safetensors adapter ({e}); re-save or re-download it") from e
+        raise AdapterError(
+            f"{path.name} is not a readable .safetensors adapter ({e}); re-save or re-download it"
+        ) from e
     if header.get("format") != FORMAT:
         raise AdapterError(
             f"{path.name} is not a NADA adapter (format {header.get('format')!r}); "
@@ -63,10 +66,14 @@ def load_adapter(path: str | Path) -> Adapter:
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise AdapterError(f"{path.name}: the adapter's header is damaged ({e}); re-save or re-download it") from e
     if version > FORMAT_VERSION:
-        raise AdapterError(f"{path.name} was written by a newer comfyui-nada (adapter format {version}); update comfyui-nada")
+        raise AdapterError(
+            f"{path.name} was written by a newer comfyui-nada (adapter format {version}); update comfyui-nada"
+        )
     if not isinstance(meta, dict) or not isinstance(meta.get("base_fingerprint"), (str, type(None))):
-        raise AdapterError(f"{path.name}: the adapter's metadata is damaged (not a JSON object with a text "
-                           "base_fingerprint); re-save or re-download it")
+        raise AdapterError(
+            f"{path.name}: the adapter's metadata is damaged (not a JSON object with a text "
+            "base_fingerprint); re-save or re-download it"
+        )
     for k, t in tensors.items():
         if not t.is_floating_point():
             raise AdapterError(f"{path.name}: tensor {k} has dtype {t.dtype}; adapter tensors are floating point")

@@ -26,7 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="pick the smallest rank whose image error (mean |pixel difference| in [-1, 1] over "
                         "--seeds at truncation 0.7) is at most this, e.g. 0.01")  # fmt: skip
     p.add_argument("--seeds", default="0-3", help="seeds the image error is measured on (default 0-3)")
-    p.add_argument("--name", default=None, help="adapter name (default: the target prompt, else the adapted file's name)")
+    p.add_argument(
+        "--name", default=None, help="adapter name (default: the target prompt, else the adapted file's name)"
+    )
     p.add_argument("--half", action="store_true", help="store fp16 (half the size; loads as fp32)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
     p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     written = load_adapter(out)
     error = image_error(base, written, render_seeds(adapted, seeds), seeds)
     what = f"rank {adapter.metadata['rank']}" if adapter.kind == "lora" else "exact differences"
-    print(f"wrote adapter {adapter.name!r} to {out} ({out.stat().st_size / 1024:.1f} KB, {what}): image error "
-          f"{error:.5f} on seeds {args.seeds}; relative change of the weights {adapter.metadata['relative_change']:.4f}")
+    print(
+        f"wrote adapter {adapter.name!r} to {out} ({out.stat().st_size / 1024:.1f} KB, {what}): image error "
+        f"{error:.5f} on seeds {args.seeds}; relative change of the weights {adapter.metadata['relative_change']:.4f}"
+    )
     return 0

@@ -44,11 +44,14 @@ def test_save_load_apply_round_trip(pack, bridge, tiny_generator, adapted):
 def test_apply_refuses_an_adapter_of_another_base(pack, bridge, adapted):
     other = nada.Generator(adapted.config)
     with pytest.raises(bridge.NodeError, match="different base generator"):
-        pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(other, True, adapter_1=nada.adapter_of(adapted), strength_1=1.0)
+        pack.NODE_CLASS_MAPPINGS["NADA_ApplyAdapters"]().apply(
+            other, True, adapter_1=nada.adapter_of(adapted), strength_1=1.0
+        )
 
 
-def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, bridge, tiny_generator, tiny_clip,
-                                                                      tiny_direction):
+def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(
+    pack, bridge, tiny_generator, tiny_clip, tiny_direction
+):
     full = nada.adapt(tiny_generator, tiny_clip, tiny_direction, nada.AdaptConfig(steps=2)).generator
     node = pack.NODE_CLASS_MAPPINGS["NADA_SaveAdapter"]()
     with pytest.raises(bridge.NodeError, match="connect base_generator"):
@@ -62,8 +65,9 @@ def test_save_extracts_from_a_full_adaptation_or_says_what_to_connect(pack, brid
     assert "image error 0.0000" in ui["ui"]["text"][0]
 
 
-def test_save_extracts_low_rank_names_it_and_the_loader_shows_the_name(pack, bridge, tiny_generator, tiny_clip,
-                                                                         tiny_direction, caplog):
+def test_save_extracts_low_rank_names_it_and_the_loader_shows_the_name(
+    pack, bridge, tiny_generator, tiny_clip, tiny_direction, caplog
+):
     full = nada.adapt(tiny_generator, tiny_clip, tiny_direction, nada.AdaptConfig(steps=2)).generator
     nodes = pack.NODE_CLASS_MAPPINGS
     ui = nodes["NADA_SaveAdapter"]().save(full, "square", half_precision=False, base_generator=tiny_generator,
@@ -83,8 +87,9 @@ def test_save_extracts_low_rank_names_it_and_the_loader_shows_the_name(pack, bri
 
 def test_adapt_node_trains_an_adapter_and_reuse_keeps_it(pack, bridge, tiny_generator, tiny_clip, tiny_direction):
     node = pack.NODE_CLASS_MAPPINGS["NADA_Adapt"]()
-    args = dict(steps=2, learning_rate=0.002, layers="all", train_seed=0, preview_every=0,
-                parameterization="lora", rank=2)
+    args = dict(
+        steps=2, learning_rate=0.002, layers="all", train_seed=0, preview_every=0, parameterization="lora", rank=2
+    )
     out = node.adapt(tiny_generator, tiny_clip, tiny_direction, **args)
     G2 = out["result"][0]
     assert nada.adapter_of(G2) is not None and nada.adapter_of(G2).kind == "lora"
