@@ -115,10 +115,12 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.resolution} px config-f (random "
         f"weights); trained adapters: preset 'all' ({len(names)} tensors); image error: seeds {args.seeds}"
     )
-    print(f"{'what':<40}{'parameters':>14}{'file size':>14}{'vs full':>10}{'image error':>13}")
+    # "of shift": the image error as a share of the base's own error (how much of the shift is missing).
+    shift_error = next((err for what, _, _, err in rows if what.startswith("base itself")), None)
+    print(f"{'what':<40}{'parameters':>14}{'file size':>14}{'vs full':>10}{'image error':>13}{'of shift':>10}")
     for what, n, size, err in rows:
-        shown = "" if err is None else f"{err:.5f}"
-        print(f"{what:<40}{n:>14,}{size / 1024:>11,.1f} KB{size / full_bytes:>10.4f}{shown:>13}")
+        shown = "" if err is None else f"{err:13.5f}{err / shift_error:>10.2%}"
+        print(f"{what:<40}{n:>14,}{size / 1024:>11,.1f} KB{size / full_bytes:>10.4f}{shown}")
 
 
 def extraction_rows(G: Generator, ranks: list[int], seeds: tuple[int, ...], tmp: str) -> list[tuple]:
