@@ -2,6 +2,7 @@
 < 200 KB) and adapters extracted from a full adaptation, with their image errors (issue 17).
 
     python bench/bench_adapters.py [--resolution 1024] [--rank 4] [--extract-ranks 1,4,16] [--seeds 0-3]
+    python bench/bench_adapters.py --demo-steps 100     # extraction from a real run of the demo generator
 
 Trained adapters: each parameterisation over the default trainable layers (the `all` preset), its
 learned tensors filled with random values (file sizes do not depend on the values).
@@ -83,7 +84,11 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=4, help="rank of the trained lora adapter")
     ap.add_argument("--extract-ranks", default="1,4,16", help="ranks of the extracted adapters ('' = skip)")
     ap.add_argument("--seeds", default="0-3", help="seeds of the image error")
+    ap.add_argument("--demo-steps", type=int, default=0, help="instead: extract from a real N-step demo run")
     args = ap.parse_args()
+    if args.demo_steps:
+        demo_extraction(args.demo_steps, tuple(parse_seeds(args.seeds)))
+        return
     cfg = GeneratorConfig(img_resolution=args.resolution, channels=channels_rosinality(args.resolution, 2))
     torch.manual_seed(0)
     G = Generator(cfg).eval().requires_grad_(False)
@@ -152,6 +157,33 @@ def extraction_rows(G: Generator, ranks: list[int], seeds: tuple[int, ...], tmp:
         )
     )
     return rows
+
+
+def demo_extraction(steps: int, seeds: tuple[int, ...]) -> None:
+    """A real full NADA run (the demo generator, 32 px, tiny CLIP, 'a photo' -> 'a red sketch', every
+    layer and to-RGB trained) and the image error of its extracted adapter per rank."""
+    import nada
+    from nada.demo import load_tiny_clip
+    from nada.demo.run import DEMO_GENERATOR
+
+    G = nada.load_generator(DEMO_GENERATOR)
+    clip = load_tiny_clip()
+    d = nada.text_direction(clip, "a photo", "a red sketch", templates=None)
+    A = nada.adapt(G, clip, d, nada.AdaptConfig(steps=steps, layers="all_with_torgb")).generator
+    shift = measure_shift(G, A)
+    reference = render_seeds(A, seeds)
+    base_error = float((render_seeds(G, seeds) - reference).abs().mean())
+    print(
+        f"torch {torch.__version__}; demo generator, {steps} full steps: {len(shift.deltas)} tensors changed, "
+        f"relative change {shift.relative_change:.4f}; base vs adapted image error {base_error:.5f} (seeds {seeds})"
+    )
+    print(f"{'rank':>6}{'parameters':>12}{'fp32 KB':>10}{'image error':>13}{'of shift':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for rank in sorted({1, 2, 4, 8, 16, 32, 64, shift.full_rank}):
+            adapter = shift.adapter(rank)
+            size = save_adapter(adapter, Path(tmp) / f"r{rank}.safetensors").stat().st_size
+            err = image_error(G, adapter, reference, seeds)
+            print(f"{rank:>6}{adapter.num_parameters():>12,}{size / 1024:>10.1f}{err:>13.5f}{err / base_error:>10.2%}")
 
 
 if __name__ == "__main__":
