@@ -171,7 +171,7 @@ def extract_adapter(
     """
     shift = measure_shift(base, adapted, atol=atol)
     if rank is None and max_error is None:
-        adapter = Adapter("delta", dict(shift.deltas), shift.metadata)
+        adapter = Adapter("delta", dict(shift.deltas), dict(shift.metadata))
     elif max_error is None:
         adapter = shift.adapter(rank)
     else:
@@ -187,26 +187,30 @@ def _smallest_good_rank(
     if not max_error > 0:
         raise AdapterError(f"max_error must be a positive image error (e.g. 0.01), got {max_error}")
     top = min(cap or shift.full_rank, shift.full_rank)
-    tried: dict[int, tuple[float, Adapter]] = {}
+    tried: dict[int, float] = {}  # rank -> image error (adapters are rebuilt, not kept: they can be large)
 
     def error(r: int) -> float:
-        a = shift.adapter(r)
-        tried[r] = (image_error(base, a, reference, seeds), a)
-        log.info("rank %d: image error %.5f", r, tried[r][0])
-        return tried[r][0]
+        tried[r] = image_error(base, shift.adapter(r), reference, seeds)
+        log.info("rank %d: image error %.5f", r, tried[r])
+        return tried[r]
 
     low, r = 0, 1  # invariant: every rank <= low misses the target
     while error(r) > max_error and r < top:
         low, r = r, min(2 * r, top)
-    if tried[r][0] <= max_error:
+    if tried[r] <= max_error:
         high = r
         while high - low > 1:
             mid = (low + high) // 2
             low, high = (low, mid) if error(mid) <= max_error else (mid, high)
         r = high
     else:
-        log.warning("no rank up to %d reaches image error %g (best %.5f)", top, max_error, tried[r][0])
-    err, adapter = tried[r]
-    adapter.metadata["image_error"] = {"value": round(err, 6), "target": max_error, "seeds": list(seeds),
-                                       "truncation": ERROR_TRUNCATION, "metric": "mean |pixel difference| in [-1, 1]"}  # fmt: skip
+        log.warning("no rank up to %d reaches image error %g (best %.5f)", top, max_error, tried[r])
+    adapter = shift.adapter(r)
+    adapter.metadata["image_error"] = {
+        "value": round(tried[r], 6),
+        "target": max_error,
+        "seeds": list(seeds),
+        "truncation": ERROR_TRUNCATION,
+        "metric": "mean |pixel difference| in [-1, 1]",
+    }
     return adapter
