@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from .commands import adapt as adapt_command
+from .commands import extract_adapter as extract_adapter_command
 from .commands import invert as invert_command
 from .commands import sample as sample_command
 from .demo import run as demo_command
@@ -25,7 +26,13 @@ from .errors import NadaError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (sample_command.add_parser, adapt_command.add_parser, invert_command.add_parser, demo_command.add_parser)
+SUBCOMMANDS = (
+    sample_command.add_parser,
+    adapt_command.add_parser,
+    invert_command.add_parser,
+    extract_adapter_command.add_parser,
+    demo_command.add_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

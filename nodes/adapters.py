@@ -49,9 +49,21 @@ class LoadAdapter:
         return bridge.file_signature(bridge.ADAPTER_FOLDER, adapter_name)
 
     def load(self, adapter_name):
-        adapter = nada_adapters.load_adapter(bridge.full_path(bridge.ADAPTER_FOLDER, adapter_name))
-        adapter.metadata.setdefault("name", os.path.splitext(os.path.basename(adapter_name))[0])
+        try:
+            adapter = nada_adapters.load_adapter(bridge.full_path(bridge.ADAPTER_FOLDER, adapter_name))
+        except nada_adapters.AdapterError as e:
+            raise bridge.NodeError(str(e)) from None
+        bridge.send_text(describe(adapter))
         return (adapter,)
+
+
+def describe(adapter) -> str:
+    """One line for the node: the adapter's name, what it holds and the base it fits."""
+    rank = adapter.metadata.get("rank")
+    what = f"{adapter.kind} rank {rank}" if adapter.kind == "lora" and rank else adapter.kind
+    base = adapter.base_fingerprint
+    fits = f"; base {base[:12]}..." if isinstance(base, str) and base else ""
+    return f"adapter {adapter.name!r}: {what}, {adapter.num_parameters():,} numbers{fits}"
 
 
 class ApplyAdapters:
@@ -87,8 +99,11 @@ class ApplyAdapters:
         }
 
     def apply(self, generator, check_base=True, **kw):
-        pairs = [(kw[f"adapter_{i}"], float(kw.get(f"strength_{i}", 1.0)))
-                 for i in (1, 2, 3) if kw.get(f"adapter_{i}") is not None]
+        pairs = [
+            (kw[f"adapter_{i}"], float(kw.get(f"strength_{i}", 1.0)))
+            for i in (1, 2, 3)
+            if kw.get(f"adapter_{i}") is not None
+        ]
         try:
             return (nada_adapters.apply_adapters(generator, pairs, check_base=check_base),)
         except nada_adapters.AdapterError as e:
@@ -103,8 +118,9 @@ class SaveAdapter:
     DESCRIPTION = (
         "Saves the adapter of a generator adapted with parameterization lora or modulation (kilobytes "
         "instead of the full generator) to output/stylegan_adapters. With a base generator connected, "
-        "it can also extract an adapter from any adapted generator: the exact differences, or a "
-        "low-rank approximation when rank > 0. Never overwrites a file."
+        "it extracts an adapter from any full adaptation (also a published StyleGAN-NADA checkpoint): "
+        "the exact differences, a rank-N adapter, or the smallest rank within max_error. Never "
+        "overwrites a file."
     )
     SEARCH_ALIASES = ["save lora", "export adapter", "extract adapter"]
     RETURN_TYPES = (ADAPTER,)
@@ -116,34 +132,91 @@ class SaveAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": (GENERATOR, {"tooltip": "An adapted generator (from NADA Adapt)."}),
-                "filename_prefix": ("STRING", {"default": "nada_adapter", "tooltip": "File name prefix; a counter is added."}),
-                "half_precision": ("BOOLEAN", {"default": True, "tooltip": "Store fp16 (half the size; loads as fp32)."}),
+                "generator": (
+                    GENERATOR,
+                    {"tooltip": "An adapted generator (from NADA Adapt or a loaded full checkpoint)."},
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "nada_adapter", "tooltip": "File name prefix; a counter is added."},
+                ),
+                "half_precision": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Store fp16 (half the size; loads as fp32)."},
+                ),
             },
             "optional": {
-                "base_generator": (GENERATOR, {"tooltip": "The generator it was adapted from, to extract an adapter "
-                                                          "when the generator carries none."}),
-                "rank": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extraction only: 0 = exact "
-                                                                                   "differences, N = rank-N lora."}),
+                "base_generator": (
+                    GENERATOR,
+                    {
+                        "tooltip": "The generator it was adapted from, to extract an adapter "
+                        "when the generator carries none."
+                    },
+                ),
+                "rank": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 512,
+                        "step": 1,
+                        "tooltip": "Extraction only: 0 = exact differences (or the rank max_error picks), "
+                        "N = weight factors of rank N plus the exact change of every other tensor.",
+                    },
+                ),
+                "max_error": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Extraction only: > 0 picks the smallest rank (up to rank, if set) "
+                        "whose image error, the mean |pixel difference| in [-1, 1] over "
+                        "seeds 0-3 at truncation 0.7, is at most this. 0.01 = 1.3/255.",
+                    },
+                ),
+                "name": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Adapter name shown in messages and the loader "
+                        "(default: the target prompt, else filename_prefix).",
+                    },
+                ),
             },
         }
 
-    def save(self, generator, filename_prefix, half_precision, base_generator=None, rank=0):
+    def save(self, generator, filename_prefix, half_precision, base_generator=None, rank=0, max_error=0.0, name=""):
         import torch
 
         adapter = adapter_of(generator)
-        if adapter is None:
-            if base_generator is None:
-                raise bridge.NodeError(
-                    "this generator carries no adapter (it was adapted with parameterization 'full' or "
-                    "loaded from a file): connect base_generator to extract one, or adapt with lora/modulation"
-                )
-            adapter = nada_adapters.extract_adapter(base_generator, generator, rank=rank or None)
+        extracted = adapter is None
+        try:
+            if extracted:
+                if base_generator is None:
+                    raise bridge.NodeError(
+                        "this generator carries no adapter (it was adapted with parameterization 'full' or "
+                        "loaded from a file): connect base_generator to extract one, or adapt with lora/modulation"
+                    )
+                adapter = nada_adapters.extract_adapter(base_generator, generator, rank=rank or None,
+                                                        max_error=max_error or None)  # fmt: skip
+            else:  # the node's outputs are cached: name a copy, never the run's own adapter
+                adapter = nada_adapters.Adapter(adapter.kind, adapter.tensors, dict(adapter.metadata))
+        except nada_adapters.AdapterError as e:
+            raise bridge.NodeError(str(e)) from None
+        if name.strip() or not adapter.name:
+            adapter.metadata["name"] = name.strip() or filename_prefix
         folder = os.path.join(bridge.output_directory(), bridge.ADAPTER_FOLDER)
         path = bridge.next_free_path(folder, filename_prefix, ".safetensors")
         nada_adapters.save_adapter(adapter, path, dtype=torch.float16 if half_precision else None)
         rel = os.path.relpath(path, bridge.output_directory())
-        return {"ui": {"text": [f"saved {rel} ({os.path.getsize(path) / 1024:.1f} KB)"]}, "result": (adapter,)}
+        text = f"saved {rel} ({os.path.getsize(path) / 1024:.1f} KB): {describe(adapter)}"
+        if extracted:
+            reference = nada_adapters.render_seeds(generator)
+            error = nada_adapters.image_error(base_generator, nada_adapters.load_adapter(path), reference)
+            text += f"; image error {error:.5f} (mean |pixel difference| in [-1, 1], seeds 0-3)"
+        return {"ui": {"text": [text]}, "result": (adapter,)}
 
 
 NADA_NODES = [LoadAdapter, ApplyAdapters, SaveAdapter]
