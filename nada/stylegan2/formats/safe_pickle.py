@@ -145,7 +145,11 @@ def _np_reconstruct(cls, shape, dtype):
 def _np_scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise FormatError("the pickle holds a numpy scalar of an object dtype; refused for safety")
-    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+    if data is None:
+        return dtype.type()
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise FormatError(f"a numpy {dtype} scalar in the pickle does not hold {dtype.itemsize} bytes; the file is damaged")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 def _np_dtype(spec, align=False, copy=False):
