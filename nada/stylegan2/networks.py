@@ -329,7 +329,12 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """A StyleGAN2 generator: `G(z)` -> images in [-1, 1]; `G.mapping` and `G.synthesis` separately."""
+    """A StyleGAN2 generator: `G(z)` -> images in [-1, 1]; `G.mapping` and `G.synthesis` separately.
+
+    StyleGAN3 (`nada.stylegan3`) subclasses it with its own synthesis network and config.
+    """
+
+    synthesis_class: type[nn.Module] = SynthesisNetwork
 
     def __init__(self, config: GeneratorConfig, metadata: dict[str, Any] | None = None):
         super().__init__()
@@ -338,7 +343,7 @@ class Generator(nn.Module):
         # The learned tensors of a lora/modulation adaptation (a `nada.adapters.Adapter`), if any.
         self.adapter: Any = None
         self.mapping = MappingNetwork(config)
-        self.synthesis = SynthesisNetwork(config)
+        self.synthesis = self.synthesis_class(config)
 
     @property
     def num_ws(self) -> int:
@@ -380,7 +385,7 @@ class Generator(nn.Module):
             if t.shape != own[name].shape:
                 raise ConfigError(f"{name}: shape {list(t.shape)} does not match {list(own[name].shape)}")
         with torch.device("meta"):
-            G = Generator(self.config, metadata=self.metadata)
+            G = type(self)(self.config, metadata=self.metadata)
         G.requires_grad_(False)
         G.load_state_dict({**own, **replacements}, assign=True)
         return G.eval()
