@@ -56,7 +56,8 @@ def radial_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float) 
     if numtaps == 1:
         return None
     x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
-    r = torch.as_tensor(np.hypot(*np.meshgrid(x, x)), dtype=torch.float64)
+    # on the CPU explicitly: generators are also built under torch.device("meta") before loading
+    r = torch.as_tensor(np.hypot(*np.meshgrid(x, x)), dtype=torch.float64, device="cpu")
     a = 2 * cutoff * math.pi
     # J1(a r) / (pi r) tends to a / (2 pi) at r = 0 (only reached by odd tap counts)
     f = torch.where(r > 0, torch.special.bessel_j1(a * r) / (math.pi * r.clamp_min(1e-300)), a / (2 * math.pi))

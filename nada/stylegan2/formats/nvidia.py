@@ -1,6 +1,7 @@
-"""NVIDIA StyleGAN2 / StyleGAN2-ADA pickles, PyTorch and TensorFlow, read as data (see safe_pickle).
+"""NVIDIA StyleGAN2 / StyleGAN2-ADA / StyleGAN3 pickles, PyTorch and TensorFlow, read as data (see safe_pickle).
 
-PyTorch (stylegan2-ada-pytorch): the pickle is a dict whose `G_ema` is a persistent network; its
+PyTorch (stylegan2-ada-pytorch, and the stylegan3 repository's StyleGAN2 and StyleGAN3 networks,
+the latter converted by `nvidia_stylegan3`): the pickle is a dict whose `G_ema` is a persistent network; its
 state holds `_parameters`, `_buffers`, `_modules` and the constructor's `_init_kwargs`. Parameter
 names already match ours (we use NVIDIA's layout), minus the fixed `resample_filter` buffers.
 
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 
 from ...errors import FormatError
+from ...stylegan3.config import StyleGAN3Config
 from ..config import GeneratorConfig
 from ..ops import make_filter
+from . import nvidia_stylegan3
 from .safe_pickle import PersistentRecord, TFNetworkRecord
 
 # ---------------------------------------------------------------------------------------------
@@ -66,9 +69,13 @@ def _infer_arch(sd: dict[str, torch.Tensor], resolutions: tuple[int, ...]) -> st
     return "skip"
 
 
-def config_from_ours(sd: dict[str, torch.Tensor], kwargs: dict[str, Any] | None = None) -> GeneratorConfig:
+def config_from_ours(
+    sd: dict[str, torch.Tensor], kwargs: dict[str, Any] | None = None
+) -> GeneratorConfig | StyleGAN3Config:
     """Infer our config from a state dict in our naming (+ NVIDIA init kwargs for what tensors lack)."""
     kwargs = kwargs or {}
+    if nvidia_stylegan3.is_stylegan3(sd):
+        return nvidia_stylegan3.config_from_stylegan3(sd, kwargs)
     blocks = sorted(int(m.group(1)) for k in sd if (m := re.match(r"^synthesis\.b(\d+)\.conv1\.weight$", k)))
     if not blocks:
         raise FormatError("no synthesis blocks found (synthesis.b4.conv1.weight ...); not a StyleGAN2 generator")
@@ -119,17 +126,16 @@ def from_nvidia_pytorch(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Ten
         raise FormatError("'G_ema' in the pickle is not a network; the file is damaged or not StyleGAN2-ADA")
     sd: dict[str, torch.Tensor] = {}
     _flatten(rec, "", sd)
-    if any(re.match(r"^synthesis\.L\d+_", k) for k in sd) or "synthesis.input.affine.weight" in sd:
-        raise FormatError("this is a StyleGAN3 network; comfyui-nada supports StyleGAN2 / StyleGAN2-ADA generators")
+    kwargs = _plain(rec.state.get("_init_kwargs") or {})
+    info = {"class_name": rec.class_name, "init_kwargs": kwargs}
+    if nvidia_stylegan3.is_stylegan3(sd):
+        return nvidia_stylegan3.config_from_stylegan3(sd, kwargs), sd, info
     kernel = make_filter()
     for k in [k for k in sd if k.endswith("resample_filter")]:
         if sd[k].shape != kernel.shape or not torch.allclose(sd[k].float(), kernel, atol=1e-6):
             raise FormatError(f"{k} is not the standard [1,3,3,1] filter; this generator variant is not supported")
         del sd[k]
-    kwargs = _plain(rec.state.get("_init_kwargs") or {})
-    cfg = config_from_ours(sd, kwargs)
-    info = {"class_name": rec.class_name, "init_kwargs": kwargs}
-    return cfg, sd, info
+    return config_from_ours(sd, kwargs), sd, info
 
 
 # ---------------------------------------------------------------------------------------------
