@@ -10,6 +10,7 @@ global, anything that would call a function we do not know, is refused with `For
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -263,6 +264,11 @@ class SafeUnpickler(pickle._Unpickler):
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 3 writes protocols 0-2 with Python 2 names (__builtin__.set, copy_reg)
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            else:
+                module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             found = ALLOWED[(module, name)]
             if module == "torch" and name in _TORCH_STORAGES:
@@ -272,7 +278,7 @@ class SafeUnpickler(pickle._Unpickler):
             raise FormatError(
                 f"the pickle refers to {module}.{name}, which comfyui-nada does not load: a checkpoint "
                 "never needs it, and loading it could run code from the file. The file is refused for "
-                "safety; if it is a genuine StyleGAN2 checkpoint, please report it"
+                "safety; if it is a genuine StyleGAN checkpoint, please report it"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
