@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,9 @@ def make_parameterization(
             raise AdapterError("lora needs at least one convolution weight among the trained layers")
         return LoraParameterization(G, names, rank, torch.Generator().manual_seed(seed))
     if kind == "modulation":
-        layers = sorted({n.removesuffix(".affine.weight") for n in trainable_names if n.endswith(".affine.weight")})
+        # StyleGAN3's input affine makes a rotation/translation, not a style: it is not modulated
+        layers = sorted({n.removesuffix(".affine.weight") for n in trainable_names
+                         if n.endswith(".affine.weight") and n != "synthesis.input.affine.weight"})  # fmt: skip
         if not layers:
             raise AdapterError("modulation needs at least one styled layer among the trained layers")
         return ModulationParameterization(G, layers)
@@ -239,8 +242,11 @@ def make_parameterization(
 
 
 def _is_conv_weight(name: str) -> bool:
+    # StyleGAN2 convs are conv0/conv1/torgb; StyleGAN3 layers are L{i}_{size}_{channels}
     parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in ("conv0", "conv1", "torgb")
+    return len(parts) >= 2 and parts[-1] == "weight" and (
+        parts[-2] in ("conv0", "conv1", "torgb") or re.fullmatch(r"L\d+_\d+_\d+", parts[-2]) is not None
+    )
 
 
 # ---------------------------------------------------------------------------------------------

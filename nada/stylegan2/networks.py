@@ -274,6 +274,13 @@ class SynthesisNetwork(nn.Module):
             for h, w in self.noise_shapes()
         ]
 
+    def units(self) -> list[tuple[str, str, int]]:
+        """(full name, kind, resolution) of every trainable unit in forward order, for `nada.layers`;
+        kinds: const, skip, conv0, conv1, torgb."""
+        return [(f"synthesis.{name}.{kind}", kind, block.resolution)
+                for name, block in self.blocks()
+                for kind in ("const", "skip", "conv0", "conv1", "torgb") if hasattr(block, kind)]  # fmt: skip
+
     def w_index_consumers(self) -> dict[int, list[str]]:
         """Which modules (full names under the generator) read each W+ index."""
         out: dict[int, list[str]] = {i: [] for i in range(self.num_ws)}

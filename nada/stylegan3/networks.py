@@ -160,6 +160,24 @@ class SynthesisNetwork(nn.Module):
         """No maps (StyleGAN3 has no noise); kept so callers treat both families alike."""
         return []
 
+    def units(self) -> list[tuple[str, str, int]]:
+        """(full name, kind, resolution) of every trainable unit in forward order, for `nada.layers`.
+
+        Each layer gets the StyleGAN2 block resolution with the same frequency content: the power of
+        two at or above twice its cutoff. The Fourier input plays the part of StyleGAN2's learned
+        constant (kind `const`); the first layer at a resolution is a `conv0`, the others `conv1`,
+        the last layer `torgb`. So the layer presets mean the same band of detail in both families.
+        """
+        out = [("synthesis.input", "const", 4)]
+        seen: set[int] = set()
+        for name, layer in self.layers():
+            s = layer.spec
+            res = max(4, 2 ** math.ceil(math.log2(2 * s.out_cutoff) - 1e-9))
+            kind = "torgb" if s.is_torgb else "conv1" if res in seen else "conv0"
+            seen.add(res)
+            out.append((f"synthesis.{name}", kind, res))
+        return out
+
     def w_index_consumers(self) -> dict[int, list[str]]:
         """Which modules (full names under the generator) read each W+ index."""
         out = {0: ["synthesis.input"]}
