@@ -26,6 +26,7 @@ from ..errors import ConfigError
 
 FAMILY = "stylegan3"
 MAX_DIM = 4096
+MAX_TAPS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,9 @@ def layer_specs(cfg: StyleGAN3Config) -> tuple[LayerSpec, ...]:
         is_torgb = idx == n
         critical = idx >= n - cfg.num_critical
         in_sr, out_sr = int(sampling_rates[prev]), int(sampling_rates[idx])
+        if min(in_sr, out_sr) < 1:
+            raise ConfigError(f"the StyleGAN3 schedule gives layer {idx} a sampling rate below 1; check the "
+                              "cutoff and stopband settings")
         kernel = 1 if is_torgb else cfg.conv_kernel
         tmp_sr = max(in_sr, out_sr) * (1 if is_torgb else cfg.lrelu_upsampling)
         up, down = round(tmp_sr / in_sr), round(tmp_sr / out_sr)
@@ -173,6 +177,9 @@ def layer_specs(cfg: StyleGAN3Config) -> tuple[LayerSpec, ...]:
                               "no channels; check img_resolution, num_layers and the cutoff settings")
         up_taps = cfg.filter_size * up if up > 1 and not is_torgb else 1
         down_taps = cfg.filter_size * down if down > 1 and not is_torgb else 1
+        if max(up_taps, down_taps) > MAX_TAPS:  # NVIDIA's models use 12 and 24
+            raise ConfigError(f"the StyleGAN3 schedule gives layer {idx} filters of {max(up_taps, down_taps)} "
+                              f"taps (more than {MAX_TAPS}); check filter_size and the cutoff settings")
         in_size, out_size = int(sizes[prev]), int(sizes[idx])
         # Output size before down-sampling, minus the up-sampled input, plus what the filters consume;
         # split so that samples sit where the symmetric interpretation puts them (paper, appendix C.3).
