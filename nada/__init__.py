@@ -23,6 +23,7 @@ from .errors import ConfigError, FormatError, NadaError
 from .sample import blend_generators, interpolate, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
+from .stylegan3 import StyleGAN3Config, StyleGAN3Generator
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,8 @@ __all__ = [
     "Generator",
     "GeneratorConfig",
     "NadaError",
+    "StyleGAN3Config",
+    "StyleGAN3Generator",
     "__version__",
     "adapt",
     "apply_adapters",
