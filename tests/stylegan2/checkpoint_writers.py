@@ -157,13 +157,27 @@ def nvidia_init_kwargs(G: Generator) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def nvidia_pickle_bytes(G: Generator, marker: Path, payload: Any = None) -> bytes:
+def stylegan3_repo_init_kwargs(G: Generator) -> dict[str, Any]:
+    """The kwargs the stylegan3 repository's train.py gives its StyleGAN2 (`--cfg=stylegan2`): the
+    synthesis settings flat, not under `synthesis_kwargs`, plus `fused_modconv_default`."""
+    cfg = G.config
+    return EasyDict(
+        z_dim=cfg.z_dim, w_dim=cfg.w_dim, mapping_kwargs=EasyDict(num_layers=cfg.mapping_layers),
+        channel_base=cfg.channels[-1] * cfg.img_resolution, channel_max=max(cfg.channels), num_fp16_res=0,
+        conv_clamp=cfg.conv_clamp, fused_modconv_default="inference_only", c_dim=cfg.c_dim,
+        img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+    )  # fmt: skip
+
+
+def nvidia_pickle_bytes(G: Generator, marker: Path, payload: Any = None, init_kwargs: Any = None) -> bytes:
     """A StyleGAN2-ADA-PyTorch-style network pickle of G ({'G', 'D', 'G_ema', ...}).
 
-    `payload`, if given, is put into the G_ema state (for hostile-file tests).
+    `payload`, if given, is put into the G_ema state (for hostile-file tests); `init_kwargs` replaces
+    stylegan2-ada-pytorch's Generator kwargs (e.g. `stylegan3_repo_init_kwargs`).
     """
     src = marker_source(marker)
-    extra: dict[str, Any] = {"_init_kwargs": nvidia_init_kwargs(G), "z_dim": G.config.z_dim}
+    kwargs = nvidia_init_kwargs(G) if init_kwargs is None else init_kwargs
+    extra: dict[str, Any] = {"_init_kwargs": kwargs, "z_dim": G.config.z_dim}
     if payload is not None:
         extra["payload"] = payload
     with fake_modules({

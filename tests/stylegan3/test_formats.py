@@ -11,7 +11,8 @@ from nada.errors import ConfigError, FormatError
 from nada.stylegan2.formats import export_rosinality, load_generator, save_generator
 from nada.stylegan2.formats.safe_pickle import safe_load
 from nada.stylegan3 import StyleGAN3Config, StyleGAN3Generator
-from tests.stylegan2.checkpoint_writers import EasyDict
+from tests.stylegan2.checkpoint_writers import EasyDict, nvidia_pickle_bytes, stylegan3_repo_init_kwargs
+from tests.stylegan2.format_fixtures import make_generator as make_stylegan2
 from tests.stylegan3.writers import generator_init_kwargs, make_stylegan3, stylegan3_pickle_bytes
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -132,3 +133,15 @@ def test_config_dict_round_trip_and_unknown_keys():
     with pytest.raises(ConfigError, match="unknown"):
         StyleGAN3Config.from_dict({**cfg.to_dict(), "warp_drive": 1})
     assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_stylegan2_written_by_the_stylegan3_repository_still_loads(tmp_path):
+    # networks_stylegan2.py has the same tensors; train.py passes the synthesis kwargs flat
+    G = make_stylegan2(conv_clamp=256.0)
+    path = tmp_path / "stylegan2-from-stylegan3-repo.pkl"
+    path.write_bytes(nvidia_pickle_bytes(G, tmp_path / "executed", init_kwargs=stylegan3_repo_init_kwargs(G)))
+    H = load_generator(path)
+    assert not (tmp_path / "executed").exists()
+    assert type(H).__name__ == "Generator" and H.config == G.config and H.config.conv_clamp == 256.0
+    assert_same_weights(G, H)
+    assert torch.equal(render(H), render(G))
