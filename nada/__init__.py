@@ -26,6 +26,7 @@ from .inversion.project import project
 from .sampling import blend_generators, interpolate, render, sample, seed_to_z
 from .stylegan2 import Generator, GeneratorConfig
 from .stylegan2.formats import export_rosinality, load_generator, save_generator
+from .stylegan3 import StyleGAN3Config, StyleGAN3Generator
 from .version import __version__
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "InversionError",
     "InversionResult",
     "NadaError",
+    "StyleGAN3Config",
+    "StyleGAN3Generator",
     "__version__",
     "adapt",
     "adapter_of",

@@ -23,6 +23,24 @@ rosinality's `convs[2j]` / `convs[2j+1]` are the conv0 / conv1 of the block at 8
 tables are equal at 256, 512 and 1024 px. Blocks a generator does not have are simply absent (a 64 px
 generator's `texture` is const, b4.conv1 and blocks 16..64).
 
+StyleGAN3 (the official code offers no presets for it): units are `synthesis.input` (the Fourier
+features: their channel mix and the affine that turns w[0] into a rotation/translation) and the
+layers `synthesis.L{i}_{size}_{channels}`. Each layer counts at the StyleGAN2 resolution with the same
+frequency content (the power of two at or above twice its cutoff), the input as the `const`, the first
+layer at a resolution as `conv0`, so the same rules give the same band of detail
+(`G.synthesis.units()`). At 256 px (NVIDIA's 14 layers):
+
+| preset           | StyleGAN3-T/R 256 px units                 |
+|------------------|--------------------------------------------|
+| `all` (default)  | input, L0 .. L13 (no ToRGB L14)            |
+| `all_with_torgb` | `all` + L14                                |
+| `texture`        | input, L0, L3 .. L10 (resolutions 16..128) |
+| `shape`          | input, L0, L1, L2 (resolutions 4..8)       |
+| `shape_expanded` | `shape` + L3                               |
+| `no_fine`        | input, L0 .. L10                           |
+
+Adaptive selection needs no table: W+ index 0 is read by the input, index i by layer L{i-1}.
+
 Adaptive selection (`select_w_indices`) follows nada-spec 2.9 with one deliberate fix. The official
 code maps W+ index 0 to conv1, 1 to to_rgb1 and i >= 2 to convs[i - 2], but convs[i - 2] actually
 reads W+ index i - 1: its mapping is shifted by one. Here each index selects the modules that really
@@ -36,7 +54,6 @@ cannot be selected.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -58,35 +75,22 @@ _PRESET_RULES: dict[str, tuple[tuple[int, int | None, tuple[str, ...]], ...]] = 
 }
 PRESETS: tuple[str, ...] = tuple(_PRESET_RULES)
 
-_UNIT_RE = re.compile(r"^synthesis\.b(\d+)\.(const|conv0|conv1|torgb|skip)$")
-
 
 def all_units(G: nn.Module) -> list[str]:
     """Every trainable unit of the synthesis network, in forward order."""
-    units = []
     params = dict(G.named_parameters())
-    for name, block in G.synthesis.blocks():
-        for kind in ("const", "skip", "conv0", "conv1", "torgb"):
-            full = f"synthesis.{name}.{kind}"
-            if hasattr(block, kind) and (full in params or any(p.startswith(full + ".") for p in params)):
-                units.append(full)
-    return units
-
-
-def _unit_res_kind(unit: str) -> tuple[int, str]:
-    m = _UNIT_RE.match(unit)
-    if m is None:  # all_units only produces matching names
-        raise ConfigError(f"not a synthesis unit: {unit!r}")
-    return int(m.group(1)), m.group(2)
+    return [full for full, _, _ in G.synthesis.units()
+            if full in params or any(p.startswith(full + ".") for p in params)]  # fmt: skip
 
 
 def preset_units(G: nn.Module, preset: str) -> list[str]:
     """The units of a named preset for this generator."""
     if preset not in _PRESET_RULES:
         raise ConfigError(f"unknown layer preset {preset!r}; choose one of {', '.join(PRESETS)} or 'auto'")
+    res_kind = {full: (res, kind) for full, kind, res in G.synthesis.units()}
     out = []
     for unit in all_units(G):
-        res, kind = _unit_res_kind(unit)
+        res, kind = res_kind[unit]
         for lo, hi, kinds in _PRESET_RULES[preset]:
             if kind in kinds and res >= lo and (hi is None or res <= hi):
                 out.append(unit)
@@ -109,7 +113,8 @@ def resolve_units(G: nn.Module, layers: str | Sequence[str]) -> list[str]:
         if not match:
             raise ConfigError(
                 f"layer {item!r} is not part of this generator's synthesis network; use a preset "
-                f"({', '.join(PRESETS)}), 'auto', or names such as 'b8', 'b8.conv0', 'b4.const'"
+                f"({', '.join(PRESETS)}), 'auto', or names such as 'b8', 'b8.conv0', 'b4.const' (StyleGAN2) "
+                "or 'input', 'L3_52_512' (StyleGAN3)"
             )
         chosen.extend(u for u in match if u not in chosen)
     return [u for u in units if u in chosen]

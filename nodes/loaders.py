@@ -1,4 +1,4 @@
-"""Loader nodes: StyleGAN2 generators from models/stylegan (and output/stylegan), CLIP models."""
+"""Loader nodes: StyleGAN2 / StyleGAN3 generators from models/stylegan (and output/stylegan), CLIP models."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def users_files_first(names: list[str]) -> list[str]:
 
 class LoadStyleGAN2:
     NODE_ID = "NADA_LoadStyleGAN2"
-    DISPLAY_NAME = "Load StyleGAN2"
+    DISPLAY_NAME = "Load StyleGAN (2 / 3)"  # the id keeps its StyleGAN2 name so saved workflows load
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Loads a StyleGAN2 generator from models/stylegan or output/stylegan: rosinality .pt, NVIDIA .pkl "
-        "(read without running any code from the file) or our .safetensors. The architecture is inferred "
-        "from the file."
+        "Loads a StyleGAN2 or StyleGAN3 (-T / -R) generator from models/stylegan or output/stylegan: "
+        "rosinality .pt, NVIDIA .pkl (StyleGAN2, StyleGAN2-ADA, StyleGAN3, TensorFlow; read without running "
+        "any code from the file) or our .safetensors. The architecture is inferred from the file."
     )
-    SEARCH_ALIASES = ["stylegan", "load gan", "stylegan2 loader", "ffhq"]
+    SEARCH_ALIASES = ["stylegan", "load gan", "stylegan2 loader", "stylegan3 loader", "ffhq", "afhq", "metfaces"]
     RETURN_TYPES = (GENERATOR,)
     RETURN_NAMES = ("generator",)
     OUTPUT_TOOLTIPS = ("The generator, on the CPU in eval mode; downstream nodes never modify it.",)

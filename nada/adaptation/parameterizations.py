@@ -163,7 +163,9 @@ def make_parameterization(
             raise AdapterError("lora needs at least one convolution weight among the trained layers")
         return LoraParameterization(G, weights, rank, torch.Generator().manual_seed(seed))
     if kind == "modulation":
-        layers = sorted({n.removesuffix(".affine.weight") for n in names if n.endswith(".affine.weight")})
+        # StyleGAN3's input affine makes a rotation/translation, not a style: it is not modulated
+        layers = sorted({n.removesuffix(".affine.weight") for n in names
+                         if n.endswith(".affine.weight") and n != "synthesis.input.affine.weight"})  # fmt: skip
         if not layers:
             raise AdapterError("modulation needs at least one styled layer among the trained layers")
         return ModulationParameterization(G, layers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,9 +107,12 @@ def _delta(own: dict[str, torch.Tensor], name: str, d: torch.Tensor) -> torch.Te
 
 
 def is_conv_weight(name: str) -> bool:
-    """Whether a generator parameter is a convolution weight (what lora adapts)."""
+    """Whether a generator parameter is a convolution weight (what lora adapts). StyleGAN2 convolutions are
+    conv0/conv1/torgb; StyleGAN3 layers are L{i}_{size}_{channels}."""
     parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in ("conv0", "conv1", "torgb")
+    return len(parts) >= 2 and parts[-1] == "weight" and (
+        parts[-2] in ("conv0", "conv1", "torgb") or re.fullmatch(r"L\d+_\d+_\d+", parts[-2]) is not None
+    )
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

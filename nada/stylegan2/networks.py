@@ -274,6 +274,13 @@ class SynthesisNetwork(nn.Module):
             for h, w in self.noise_shapes()
         ]
 
+    def units(self) -> list[tuple[str, str, int]]:
+        """(full name, kind, resolution) of every trainable unit in forward order, for `nada.layers`;
+        kinds: const, skip, conv0, conv1, torgb."""
+        return [(f"synthesis.{name}.{kind}", kind, block.resolution)
+                for name, block in self.blocks()
+                for kind in ("const", "skip", "conv0", "conv1", "torgb") if hasattr(block, kind)]  # fmt: skip
+
     def w_index_consumers(self) -> dict[int, list[str]]:
         """Which modules (full names under the generator) read each W+ index."""
         out: dict[int, list[str]] = {i: [] for i in range(self.num_ws)}
@@ -329,14 +336,19 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """A StyleGAN2 generator: `G(z)` -> images in [-1, 1]; `G.mapping` and `G.synthesis` separately."""
+    """A StyleGAN2 generator: `G(z)` -> images in [-1, 1]; `G.mapping` and `G.synthesis` separately.
+
+    StyleGAN3 (`nada.stylegan3`) subclasses it with its own synthesis network and config.
+    """
+
+    synthesis_class: type[nn.Module] = SynthesisNetwork
 
     def __init__(self, config: GeneratorConfig, metadata: dict[str, Any] | None = None):
         super().__init__()
         self.config = config
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.mapping = MappingNetwork(config)
-        self.synthesis = SynthesisNetwork(config)
+        self.synthesis = self.synthesis_class(config)
 
     @property
     def num_ws(self) -> int:
@@ -378,7 +390,7 @@ class Generator(nn.Module):
             if t.shape != own[name].shape:
                 raise ConfigError(f"{name}: shape {list(t.shape)} does not match {list(own[name].shape)}")
         with torch.device("meta"):
-            G = Generator(self.config, metadata=self.metadata)
+            G = type(self)(self.config, metadata=self.metadata)
         G.requires_grad_(False)
         G.load_state_dict({**own, **replacements}, assign=True)
         return G.eval()

@@ -31,13 +31,16 @@ def make_filter(taps: Sequence[float] = (1, 3, 3, 1), device=None) -> torch.Tens
 
 def upfirdn2d(
     x: torch.Tensor,  # [B, C, H, W]
-    f: torch.Tensor,  # [fh, fw]
+    f: torch.Tensor,  # [fh, fw], or [taps] for a separable filter (applied along x, then y)
     up: int = 1,
     down: int = 1,
     padding: tuple[int, int, int, int] = (0, 0, 0, 0),  # x0, x1, y0, y1; negative values crop
     gain: float = 1.0,
 ) -> torch.Tensor:
-    """Upsample (zero insertion), pad, FIR-filter (true convolution), downsample."""
+    """Upsample (zero insertion), pad, FIR-filter (true convolution), downsample.
+
+    `gain` scales the whole filter, so a separable filter gets sqrt(gain) in each of its two passes.
+    """
     b, c, h, w = x.shape
     px0, px1, py0, py1 = padding
     if up > 1:
@@ -47,9 +50,12 @@ def upfirdn2d(
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     # conv2d is a correlation; flipping the filter makes it a convolution.
-    k = (f * gain).flip([0, 1]).to(x.dtype)
-    k = k[None, None].repeat(c, 1, 1, 1)
-    x = F.conv2d(x, k, groups=c)
+    k = (f * gain ** (f.ndim / 2)).flip(list(range(f.ndim))).to(x.dtype)
+    if f.ndim == 2:
+        x = F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c)
+    else:
+        x = F.conv2d(x, k[None, None, None].repeat(c, 1, 1, 1), groups=c)  # along x
+        x = F.conv2d(x, k[None, None, :, None].repeat(c, 1, 1, 1), groups=c)  # along y
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x

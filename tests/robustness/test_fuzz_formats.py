@@ -24,6 +24,7 @@ from nada.errors import FormatError
 from nada.stylegan2.formats import export_rosinality, load_generator, save_generator
 from tests.robustness.robust_fixtures import load_or_refuse, peak_rss_bytes, torch_legacy_save
 from tests.stylegan2 import format_fixtures as ff
+from tests.stylegan3.writers import make_stylegan3, stylegan3_pickle_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -44,6 +45,9 @@ def base_files() -> dict[str, bytes]:
     out = {name: (d / f).read_bytes() for name, f in
            (("safetensors", "g.safetensors"), ("rosinality", "g.pt"), ("nvidia", "n.pkl"), ("tf", "t.pkl"))}
     out["legacy"] = torch_legacy_save({k: v.clone() for k, v in G.state_dict().items()})
+    G3 = make_stylegan3(variant="r")  # radial filters: the 2-D filter buffers are fuzzed too
+    out["stylegan3"] = stylegan3_pickle_bytes(G3, d / "executed")
+    out["stylegan3-safetensors"] = save_generator(G3, d / "g3.safetensors").read_bytes()
     for f in d.iterdir():
         f.unlink()
     d.rmdir()
@@ -216,7 +220,7 @@ def tensor_mutation(draw) -> tuple[str, bytes]:
     return target, torch_legacy_save(sd)
 
 
-FORMATS = ["safetensors", "rosinality", "nvidia", "tf", "legacy"]
+FORMATS = ["safetensors", "rosinality", "nvidia", "tf", "legacy", "stylegan3", "stylegan3-safetensors"]
 
 
 def _run_bytes(fmt: str, examples: int) -> None:
@@ -233,11 +237,14 @@ def _run_bytes(fmt: str, examples: int) -> None:
 
 def _run_structure(examples: int) -> None:
     data = base_files()["safetensors"]
+    data3 = base_files()["stylegan3-safetensors"]
 
     @settings(max_examples=examples, **FAST)
     @given(st.data())
     def header(d):
         outcome(d.draw(safetensors_header_mutation(data)), "safetensors/header")
+        # StyleGAN3 configs: schedule settings (cutoffs, layer counts, filter sizes) mutated too
+        outcome(d.draw(safetensors_header_mutation(data3)), "stylegan3-safetensors/header")
 
     @settings(max_examples=examples, **FAST)
     @given(tensor_mutation())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from tests.robustness.robust_fixtures import (
     tuple_of,
 )
 from tests.stylegan2 import format_fixtures as ff
+from tests.stylegan3.writers import make_stylegan3, stylegan3_pickle_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -104,6 +106,10 @@ def in_structures(body: bytes) -> dict[str, bytes]:
                                                          + text("z_dim") + body + b"s"))),
         "nvidia nested module": dict_of(G_ema=net(dict_of(_modules=dict_of(mapping=net(dict_of(
             _parameters=dict_of(w=body))))))),
+        "stylegan3 layer numpy attribute": dict_of(G_ema=net(dict_of(_modules=dict_of(synthesis=net(dict_of(
+            _modules=dict_of(L0_36_512=net(dict_of(in_size=body, _buffers=b"}"))))))))),
+        "stylegan3 filter buffer": dict_of(G_ema=net(dict_of(_modules=dict_of(synthesis=net(dict_of(
+            _modules=dict_of(L0_36_512=net(dict_of(_buffers=dict_of(up_filter=body)))))))))),
         "tf variables": tuple_of(tf_net + dict_of(name=text("G"), variables=b"]" + tuple_of(text("w"), body) + b"a")
                                  + b"b", b"N", b"N"),
         "tf components": tuple_of(tf_net + dict_of(name=text("G"), components=dict_of(synthesis=body)) + b"b",
@@ -160,6 +166,8 @@ def pickled_by_python(marker: str):
         Gs = Network("G", own, components=comps, static_kwargs={"resolution": 16})
         with ff.fake_modules(**{"dnnlib.tflib.network": network}):
             yield f"tf-writer/{name}", pickle.dumps((Gs, None, Gs), protocol=3)
+        G3 = make_stylegan3()
+        yield f"stylegan3-writer/{name}", stylegan3_pickle_bytes(G3, Path(marker + ".unused"), payload=obj)
         yield f"torch-zip-writer/{name}", _torch_save({"g_ema": {"style.1.weight": obj}, "latent_avg": None})
         yield f"torch-legacy-writer/{name}", torch_legacy_save({"g_ema": {"w": obj}})
         yield f"numpy-object-array/{name}", pickle.dumps(
@@ -263,7 +271,8 @@ def test_benign_lookalikes_still_load(tmp_path):
     G = ff.make_generator()
     ff.write_nvidia_pkl(G, tmp_path / "n.pkl")
     ff.write_tf_pkl(G, tmp_path / "t.pkl")
-    for name in ("n.pkl", "t.pkl"):
+    (tmp_path / "s3.pkl").write_bytes(stylegan3_pickle_bytes(make_stylegan3(), tmp_path / "executed"))
+    for name in ("n.pkl", "t.pkl", "s3.pkl"):
         loaded = load_generator(tmp_path / name)
         assert loaded.config.img_resolution == 16
     sd = collections.OrderedDict((k, v.clone()) for k, v in G.state_dict().items())

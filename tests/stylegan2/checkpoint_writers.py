@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import pickle
 import sys
 import types
@@ -156,13 +157,27 @@ def nvidia_init_kwargs(G: Generator) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def nvidia_pickle_bytes(G: Generator, marker: Path, payload: Any = None) -> bytes:
+def stylegan3_repo_init_kwargs(G: Generator) -> dict[str, Any]:
+    """The kwargs the stylegan3 repository's train.py gives its StyleGAN2 (`--cfg=stylegan2`): the
+    synthesis settings flat, not under `synthesis_kwargs`, plus `fused_modconv_default`."""
+    cfg = G.config
+    return EasyDict(
+        z_dim=cfg.z_dim, w_dim=cfg.w_dim, mapping_kwargs=EasyDict(num_layers=cfg.mapping_layers),
+        channel_base=cfg.channels[-1] * cfg.img_resolution, channel_max=max(cfg.channels), num_fp16_res=0,
+        conv_clamp=cfg.conv_clamp, fused_modconv_default="inference_only", c_dim=cfg.c_dim,
+        img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+    )  # fmt: skip
+
+
+def nvidia_pickle_bytes(G: Generator, marker: Path, payload: Any = None, init_kwargs: Any = None) -> bytes:
     """A StyleGAN2-ADA-PyTorch-style network pickle of G ({'G', 'D', 'G_ema', ...}).
 
-    `payload`, if given, is put into the G_ema state (for hostile-file tests).
+    `payload`, if given, is put into the G_ema state (for hostile-file tests); `init_kwargs` replaces
+    stylegan2-ada-pytorch's Generator kwargs (e.g. `stylegan3_repo_init_kwargs`).
     """
     src = marker_source(marker)
-    extra: dict[str, Any] = {"_init_kwargs": nvidia_init_kwargs(G), "z_dim": G.config.z_dim}
+    kwargs = nvidia_init_kwargs(G) if init_kwargs is None else init_kwargs
+    extra: dict[str, Any] = {"_init_kwargs": kwargs, "z_dim": G.config.z_dim}
     if payload is not None:
         extra["payload"] = payload
     with fake_modules({
@@ -220,7 +235,8 @@ def tf_variables(G: Generator) -> tuple[list, list, list]:
                 (f"{v}/weight", _np(w.permute(2, 3, 1, 0))),
                 (f"{v}/mod_weight", _np(sd[f"{o}.affine.weight"].T)),
                 (f"{v}/mod_bias", _np(sd[f"{o}.affine.bias"] - 1)),  # TF adds the 1 at run time
-                (f"{v}/noise_strength", _np(sd[f"{o}.noise_strength"])),
+                # a 0-d variable: TF's session returns it as a numpy scalar, not an array
+                (f"{v}/noise_strength", np.float32(sd[f"{o}.noise_strength"].item())),
                 (f"{v}/bias", _np(sd[f"{o}.bias"])),
             ]
             noises.append(_np(sd[f"{o}.noise_const"][None, None]))
@@ -236,6 +252,7 @@ def tf_variables(G: Generator) -> tuple[list, list, list]:
         if f"synthesis.b{res}.skip.weight" in sd:
             synthesis.append((f"{res}x{res}/Skip/weight", _np(sd[f"synthesis.b{res}.skip.weight"].permute(2, 3, 1, 0))))
     synthesis += [(f"noise{i}", n) for i, n in enumerate(noises)]
+    synthesis.append(("lod", np.float32(0.0)))  # G_synthesis_stylegan2's progressive-growing leftover
     gs = [("dlatent_avg", _np(sd["mapping.w_avg"]))]
     return gs, mapping, synthesis
 
@@ -251,8 +268,46 @@ def tf_static_kwargs(G: Generator) -> dict[str, Any]:
     return kw
 
 
-def tf_pickle_bytes(G: Generator, marker: Path, payload: Any = None, protocol: int = 4) -> bytes:
-    """An NVIDIA TensorFlow-style (G, D, Gs) pickle of G."""
+def _numpy_1x_scalar(dtype, data):  # the name TF-era numpy wrote; never called by our loader
+    raise AssertionError("test stand-in; must never be called")
+
+
+def _numpy_1x_reconstruct(cls, shape, dtype):
+    raise AssertionError("test stand-in; must never be called")
+
+
+class _Numpy1xPickler(pickle.Pickler):
+    """Pickles numpy values as numpy 1.x did (`numpy.core.multiarray.scalar` / `_reconstruct`),
+    the names in every TensorFlow-era file; numpy 2 writes `numpy._core...` instead."""
+
+    def reducer_override(self, obj):
+        if type(obj) is np.ndarray:
+            _, args, state = obj.__reduce__()
+            return (_numpy_1x_reconstruct, args, state)
+        if isinstance(obj, np.generic):
+            _, args = obj.__reduce__()
+            return (_numpy_1x_scalar, args)
+        return NotImplemented
+
+
+def era_pickle_dumps(obj: Any, protocol: int) -> bytes:
+    """`pickle.dump` as Python 3.6/3.7 with numpy 1.x wrote it (protocol 3 by default, 4 = HIGHEST)."""
+    buf = io.BytesIO()
+    with fake_modules({"numpy.core.multiarray": {"scalar": _numpy_1x_scalar, "_reconstruct": _numpy_1x_reconstruct}}):
+        _numpy_1x_scalar.__qualname__ = "scalar"
+        _numpy_1x_reconstruct.__qualname__ = "_reconstruct"
+        _Numpy1xPickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
+
+
+def tf_pickle_bytes(
+    G: Generator, marker: Path, payload: Any = None, protocol: int = 3, replace: dict[str, Any] | None = None
+) -> bytes:
+    """An NVIDIA TensorFlow (G, D, Gs) pickle of G as `pickle.dump((G, D, Gs), f)` wrote it.
+
+    G and Gs are separate networks (the trained generator and its moving average); the reader takes Gs.
+    `replace` swaps values of synthesis variables by name (for damaged-file tests).
+    """
     src = marker_source(marker)
     gs_vars, map_vars, syn_vars = tf_variables(G)
     kw = tf_static_kwargs(G)
@@ -264,10 +319,13 @@ def tf_pickle_bytes(G: Generator, marker: Path, payload: Any = None, protocol: i
             state["payload"] = payload
         return Network(state)
 
-    def gen(name):
-        return net(name, gs_vars, {"mapping": net("G_mapping", map_vars, func="G_mapping"),
-                                   "synthesis": net("G_synthesis", syn_vars, func="G_synthesis_stylegan2")})  # fmt: skip
+    def gen(name, variables):
+        return net(name, variables[0], {"mapping": net("G_mapping", variables[1], func="G_mapping"),
+                                        "synthesis": net("G_synthesis", variables[2], func="G_synthesis_stylegan2")})  # fmt: skip
 
+    # the trained G differs from Gs (Gs is its moving average): every float array shifted a little
+    trained = [[(k, (v + np.float32(0.5)).astype(v.dtype)) for k, v in vs] for vs in (gs_vars, map_vars, syn_vars)]
+    syn_vars = [(k, (replace or {}).get(k, v)) for k, v in syn_vars]
+    d = net("D", [("Dense/weight", np.zeros((2, 1), np.float32)), ("lod", np.float32(0.0))], func="D_stylegan2")
     with fake_modules({"dnnlib": {}, "dnnlib.tflib": {}, "dnnlib.tflib.network": {"Network": Network}}):
-        return pickle.dumps((gen("G"), net("D", [("Dense/weight", np.zeros((2, 1), np.float32))], func="D_main"),
-                             gen("Gs")), protocol=protocol)  # fmt: skip
+        return era_pickle_dumps((gen("G", trained), d, gen("Gs", (gs_vars, map_vars, syn_vars))), protocol)

@@ -13,12 +13,14 @@ import contextlib
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from nada.stylegan2 import Generator, GeneratorConfig
 from nada.stylegan2.ops import make_filter
+from tests.stylegan2.checkpoint_writers import tf_pickle_bytes
 
 
 def make_generator(seed: int = 0, **kw) -> Generator:
@@ -163,7 +165,7 @@ def tf_variables(G: Generator):
             synth[f"{t}/{tf_name}/mod_weight"] = p[f"{o}.{ours}.affine.weight"].T.copy()
             synth[f"{t}/{tf_name}/mod_bias"] = p[f"{o}.{ours}.affine.bias"] - 1
             synth[f"{t}/{tf_name}/bias"] = p[f"{o}.{ours}.bias"]
-            synth[f"{t}/{tf_name}/noise_strength"] = np.array(p[f"{o}.{ours}.noise_strength"], dtype=np.float32)
+            synth[f"{t}/{tf_name}/noise_strength"] = np.float32(p[f"{o}.{ours}.noise_strength"])  # TF's 0-d value
             synth[f"noise{noise_idx}"] = p[f"{o}.{ours}.noise_const"][None, None]
             noise_idx += 1
         if f"{o}.torgb.weight" in p:
@@ -173,16 +175,11 @@ def tf_variables(G: Generator):
             synth[f"{t}/ToRGB/bias"] = p[f"{o}.torgb.bias"]
         if f"{o}.skip.weight" in p:
             synth[f"{t}/Skip/weight"] = p[f"{o}.skip.weight"].transpose(2, 3, 1, 0).copy()
+    synth["lod"] = np.float32(0.0)
     return mapping, synth, {"dlatent_avg": p["mapping.w_avg"]}
 
 
-def write_tf_pkl(G: Generator, path) -> None:
-    network, Network = _tf_modules()
-    mapping, synth, own = tf_variables(G)
-    comps = {"mapping": Network("G_mapping", mapping, static_kwargs={"mapping_lrmul": 0.01}),
-             "synthesis": Network("G_synthesis", synth, static_kwargs={"architecture": G.config.architecture})}
-    Gs = Network("G", own, components=comps, static_kwargs={"resolution": G.config.img_resolution})
-    D = Network("D", {"w": np.ones(2, np.float32)})
-    with fake_modules(**{"dnnlib.tflib.network": network}):
-        with open(path, "wb") as f:
-            pickle.dump((Gs, D, Gs), f, protocol=3)
+def write_tf_pkl(G: Generator, path, protocol: int = 3) -> None:
+    """A TensorFlow (G, D, Gs) pickle as TF wrote it (one writer: checkpoint_writers.tf_pickle_bytes)."""
+    path = Path(path)
+    path.write_bytes(tf_pickle_bytes(G, path.with_name(path.name + ".executed"), protocol=protocol))

@@ -4,7 +4,7 @@
 |---|---|---|
 | ours (.safetensors) | 8-byte header length + JSON header | safetensors; config + provenance in the header |
 | rosinality / StyleGAN-NADA .pt | zip archive (or legacy torch pickle) | torch.load(weights_only=True) + argparse.Namespace |
-| NVIDIA StyleGAN2-ADA PyTorch .pkl | raw pickle with persistent networks | `SafeUnpickler` (allow-list, never executes) |
+| NVIDIA StyleGAN2-ADA / StyleGAN3 PyTorch .pkl | raw pickle with persistent networks | `SafeUnpickler` (allow-list, never executes) |
 | NVIDIA StyleGAN2 TensorFlow .pkl | raw pickle of dnnlib.tflib Networks | `SafeUnpickler` |
 
     G = load_generator("ffhq.pkl")              # eval mode, gradients off, on the CPU
@@ -27,6 +27,8 @@ import torch
 
 from ...errors import ConfigError, FormatError
 from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
+from ...stylegan3 import StyleGAN3Config, StyleGAN3Generator
+from ...stylegan3.config import FAMILY as FAMILY_STYLEGAN3
 from ...torch_files import load_torch_bytes, overlapping
 from ..config import GeneratorConfig
 from ..networks import Generator
@@ -81,9 +83,21 @@ def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Te
     return out
 
 
-def _build(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], where: str, w_avg_known: bool) -> Generator:
+def generator_class(cfg: GeneratorConfig | StyleGAN3Config) -> type[Generator]:
+    """The generator a config builds: StyleGAN3Generator for a StyleGAN3Config, else StyleGAN2's."""
+    return StyleGAN3Generator if isinstance(cfg, StyleGAN3Config) else Generator
+
+
+def config_from_dict(d: dict[str, Any]) -> GeneratorConfig | StyleGAN3Config:
+    """A config as `to_dict()` wrote it; StyleGAN3 configs carry `family: stylegan3`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a generator config must be a JSON object, got {type(d).__name__}")
+    return StyleGAN3Config.from_dict(d) if d.get("family") == FAMILY_STYLEGAN3 else GeneratorConfig.from_dict(d)
+
+
+def _build(cfg: GeneratorConfig | StyleGAN3Config, sd: dict[str, torch.Tensor], where: str, w_avg_known: bool) -> Generator:
     with torch.device("meta"):
-        G = Generator(cfg)
+        G = generator_class(cfg)(cfg)
     G.requires_grad_(False)
     own = G.state_dict()
     if not w_avg_known and "mapping.w_avg" not in sd:
@@ -92,7 +106,8 @@ def _build(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], where: str, w_avg_
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
         raise FormatError(
-            f"{where}: the tensors do not form a {cfg.img_resolution}px StyleGAN2 generator "
+            f"{where}: the tensors do not form a {cfg.img_resolution}px "
+            f"{getattr(cfg, 'variant', 'StyleGAN2')} generator "
             f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
             f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})"
         )
@@ -154,13 +169,13 @@ def _load(data: bytes, where: str) -> Generator:
         elif isinstance(obj, PersistentRecord):
             raise FormatError(f"{where} holds a single network ({obj.class_name}), not a network pickle with 'G_ema'")
         else:
-            raise FormatError(f"{where} is a pickle but not a StyleGAN2 network pickle (found {type(obj).__name__})")
+            raise FormatError(f"{where} is a pickle but not a StyleGAN2/StyleGAN3 network pickle (found {type(obj).__name__})")
         w_avg_known = "mapping.w_avg" in sd
     else:
         size = len(data)
         raise FormatError(
             f"{where} ({size} bytes) is not a generator file comfyui-nada can read: expected .safetensors, a "
-            "rosinality/StyleGAN-NADA .pt or an NVIDIA StyleGAN2(-ADA) .pkl"
+            "rosinality/StyleGAN-NADA .pt or an NVIDIA StyleGAN2(-ADA) / StyleGAN3 .pkl"
             + ("; it is empty" if size == 0 else "; it may be truncated or of another kind")
         )
     sd = _finite_float(sd, where)
@@ -206,7 +221,7 @@ def _load_safetensors(data: bytes, where: str):
         return cfg, tensors, {"source_format": "safetensors-state-dict"}
     try:
         version = int(meta.get("format_version", "0"))
-        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+        cfg = config_from_dict(json.loads(meta["config"]))
         extra = json.loads(meta.get("metadata", "{}"))
     except (KeyError, ValueError, ConfigError) as e:
         raise FormatError(f"{where}: the generator description in the header is invalid ({e})") from None
@@ -253,6 +268,9 @@ def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = F
     A channel table that rosinality's `Generator(size, style_dim, n_mlp, channel_multiplier)` cannot
     build is written with a warning (tools that read channels from the tensors load it); `strict=True`
     refuses it instead, for files meant for the original tools."""
+    if isinstance(G.config, StyleGAN3Config):
+        raise ConfigError("rosinality's format holds StyleGAN2 generators only; save this StyleGAN3 generator as "
+                          ".safetensors (save_generator) instead")
     sd = {k: v.detach().to("cpu") for k, v in G.state_dict().items()}
     g_ema = rosinality.to_rosinality(G.config, sd, strict=strict)
     obj = {"g_ema": g_ema, "latent_avg": sd["mapping.w_avg"].clone()}

@@ -1,6 +1,7 @@
-"""NVIDIA StyleGAN2 / StyleGAN2-ADA pickles, PyTorch and TensorFlow, read as data (see safe_pickle).
+"""NVIDIA StyleGAN2 / StyleGAN2-ADA / StyleGAN3 pickles, PyTorch and TensorFlow, read as data (see safe_pickle).
 
-PyTorch (stylegan2-ada-pytorch): the pickle is a dict whose `G_ema` is a persistent network; its
+PyTorch (stylegan2-ada-pytorch, and the stylegan3 repository's StyleGAN2 and StyleGAN3 networks,
+the latter converted by `nvidia_stylegan3`): the pickle is a dict whose `G_ema` is a persistent network; its
 state holds `_parameters`, `_buffers`, `_modules` and the constructor's `_init_kwargs`. Parameter
 names already match ours (we use NVIDIA's layout), minus the fixed `resample_filter` buffers.
 
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 
 from ...errors import FormatError
+from ...stylegan3.config import StyleGAN3Config
 from ..config import GeneratorConfig
 from ..ops import make_filter
+from . import nvidia_stylegan3
 from .safe_pickle import PersistentRecord, TFNetworkRecord
 
 # ---------------------------------------------------------------------------------------------
@@ -66,9 +69,13 @@ def _infer_arch(sd: dict[str, torch.Tensor], resolutions: tuple[int, ...]) -> st
     return "skip"
 
 
-def config_from_ours(sd: dict[str, torch.Tensor], kwargs: dict[str, Any] | None = None) -> GeneratorConfig:
+def config_from_ours(
+    sd: dict[str, torch.Tensor], kwargs: dict[str, Any] | None = None
+) -> GeneratorConfig | StyleGAN3Config:
     """Infer our config from a state dict in our naming (+ NVIDIA init kwargs for what tensors lack)."""
     kwargs = kwargs or {}
+    if nvidia_stylegan3.is_stylegan3(sd):
+        return nvidia_stylegan3.config_from_stylegan3(sd, kwargs)
     blocks = sorted(int(m.group(1)) for k in sd if (m := re.match(r"^synthesis\.b(\d+)\.conv1\.weight$", k)))
     if not blocks:
         raise FormatError("no synthesis blocks found (synthesis.b4.conv1.weight ...); not a StyleGAN2 generator")
@@ -119,17 +126,16 @@ def from_nvidia_pytorch(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Ten
         raise FormatError("'G_ema' in the pickle is not a network; the file is damaged or not StyleGAN2-ADA")
     sd: dict[str, torch.Tensor] = {}
     _flatten(rec, "", sd)
-    if any(re.match(r"^synthesis\.L\d+_", k) for k in sd) or "synthesis.input.affine.weight" in sd:
-        raise FormatError("this is a StyleGAN3 network; comfyui-nada supports StyleGAN2 / StyleGAN2-ADA generators")
+    kwargs = _plain(rec.state.get("_init_kwargs") or {})
+    info = {"class_name": rec.class_name, "init_kwargs": kwargs}
+    if nvidia_stylegan3.is_stylegan3(sd):
+        return nvidia_stylegan3.config_from_stylegan3(sd, kwargs), sd, info
     kernel = make_filter()
     for k in [k for k in sd if k.endswith("resample_filter")]:
         if sd[k].shape != kernel.shape or not torch.allclose(sd[k].float(), kernel, atol=1e-6):
             raise FormatError(f"{k} is not the standard [1,3,3,1] filter; this generator variant is not supported")
         del sd[k]
-    kwargs = _plain(rec.state.get("_init_kwargs") or {})
-    cfg = config_from_ours(sd, kwargs)
-    info = {"class_name": rec.class_name, "init_kwargs": kwargs}
-    return cfg, sd, info
+    return config_from_ours(sd, kwargs), sd, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,14 +143,25 @@ def from_nvidia_pytorch(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Ten
 
 
 def _t(a: Any, name: str) -> torch.Tensor:
+    # TensorFlow's session returns a 0-d variable (noise_strength, lod) as a numpy scalar such as
+    # np.float32, not as an array, and the pickles store it that way.
+    if isinstance(a, np.generic) and a.dtype.kind in "fiu":
+        a = np.asarray(a)
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
-        raise FormatError(f"TensorFlow variable {name} is not a numeric array")
+        found = f"{a.dtype} array" if isinstance(a, np.ndarray) else type(a).__name__
+        raise FormatError(f"TensorFlow variable {name} is not a number or numeric array (found {found}); "
+                          "the network is damaged or of an unsupported kind")
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32, copy=False).copy())
 
 
 class _Vars(dict):
+    """A network's variables by name; `tensor(name)` converts one and names it in every error."""
+
     def __missing__(self, key: str):
         raise FormatError(f"TensorFlow variable {key} is missing; the network is damaged or of an unsupported kind")
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return _t(self[key], key)
 
 
 def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -184,25 +201,25 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
     if not dense:
         raise FormatError("the TensorFlow mapping network has no Dense layers; unsupported network")
     for i in dense:
-        sd[f"mapping.fc{i}.weight"] = _t(mv[f"Dense{i}/weight"], f"Dense{i}/weight").T.contiguous()
-        sd[f"mapping.fc{i}.bias"] = _t(mv[f"Dense{i}/bias"], f"Dense{i}/bias")
+        sd[f"mapping.fc{i}.weight"] = mv.tensor(f"Dense{i}/weight").T.contiguous()
+        sd[f"mapping.fc{i}.bias"] = mv.tensor(f"Dense{i}/bias")
     if "LabelConcat/weight" in mv:
         # StyleGAN2 (not -ADA) TF conditions by concatenating an un-normalised label projection,
         # a different mapping from the one we (and NVIDIA's PyTorch port) implement.
         raise FormatError("this is a conditional StyleGAN2 TensorFlow network with 'LabelConcat'; only "
                           "StyleGAN2-ADA conditional networks ('LabelEmbed') are supported")
     if "LabelEmbed/weight" in mv:
-        sd["mapping.embed.weight"] = _t(mv["LabelEmbed/weight"], "LabelEmbed").T.contiguous()
-        sd["mapping.embed.bias"] = _t(mv.get("LabelEmbed/bias"), "LabelEmbed/bias")
+        sd["mapping.embed.weight"] = mv.tensor("LabelEmbed/weight").T.contiguous()
+        sd["mapping.embed.bias"] = mv.tensor("LabelEmbed/bias")
     if "dlatent_avg" in gv:
-        sd["mapping.w_avg"] = _t(gv["dlatent_avg"], "dlatent_avg").reshape(-1)
+        sd["mapping.w_avg"] = gv.tensor("dlatent_avg").reshape(-1)
     res_names = sorted({int(m.group(1)) for k in sv if (m := re.match(r"^(\d+)x\d+/", k))})
     noise_idx = 0
     for res in res_names:
         p = f"{res}x{res}"
         o = f"synthesis.b{res}"
         if res == 4:
-            sd[f"{o}.const"] = _t(sv[f"{p}/Const/const"], "Const").reshape(sv[f"{p}/Const/const"].shape[1:])
+            sd[f"{o}.const"] = sv.tensor(f"{p}/Const/const")[0]
             convs = [("Conv", "conv1", False)]
         else:
             convs = [("Conv0_up", "conv0", True), ("Conv1", "conv1", False)]
@@ -210,25 +227,23 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
             v = f"{p}/{tf_name}"
             if f"{v}/weight" not in sv:
                 raise FormatError(f"TensorFlow variable {v}/weight is missing; unsupported or damaged network")
-            w = _t(sv[f"{v}/weight"], v).permute(3, 2, 0, 1)
+            w = sv.tensor(f"{v}/weight").permute(3, 2, 0, 1)
             sd[f"{o}.{ours}.weight"] = (w.flip([2, 3]) if flip else w).contiguous()
-            sd[f"{o}.{ours}.affine.weight"] = _t(sv[f"{v}/mod_weight"], v).T.contiguous()
-            sd[f"{o}.{ours}.affine.bias"] = _t(sv[f"{v}/mod_bias"], v) + 1
-            sd[f"{o}.{ours}.bias"] = _t(sv[f"{v}/bias"], v)
-            sd[f"{o}.{ours}.noise_strength"] = _t(sv[f"{v}/noise_strength"], v).reshape(())
-            noise = sv.get(f"noise{noise_idx}")
-            if noise is None:
-                raise FormatError(f"TensorFlow noise input noise{noise_idx} is missing; damaged network")
-            sd[f"{o}.{ours}.noise_const"] = _t(noise, "noise").reshape(noise.shape[-2:])
+            sd[f"{o}.{ours}.affine.weight"] = sv.tensor(f"{v}/mod_weight").T.contiguous()
+            sd[f"{o}.{ours}.affine.bias"] = sv.tensor(f"{v}/mod_bias") + 1
+            sd[f"{o}.{ours}.bias"] = sv.tensor(f"{v}/bias")
+            sd[f"{o}.{ours}.noise_strength"] = sv.tensor(f"{v}/noise_strength").reshape(())
+            noise = sv.tensor(f"noise{noise_idx}")  # [1, 1, res, res]
+            sd[f"{o}.{ours}.noise_const"] = noise.reshape(noise.shape[-2:])
             noise_idx += 1
         if f"{p}/ToRGB/weight" in sv:
             v = f"{p}/ToRGB"
-            sd[f"{o}.torgb.weight"] = _t(sv[f"{v}/weight"], v).permute(3, 2, 0, 1).contiguous()
-            sd[f"{o}.torgb.affine.weight"] = _t(sv[f"{v}/mod_weight"], v).T.contiguous()
-            sd[f"{o}.torgb.affine.bias"] = _t(sv[f"{v}/mod_bias"], v) + 1
-            sd[f"{o}.torgb.bias"] = _t(sv[f"{v}/bias"], v)
+            sd[f"{o}.torgb.weight"] = sv.tensor(f"{v}/weight").permute(3, 2, 0, 1).contiguous()
+            sd[f"{o}.torgb.affine.weight"] = sv.tensor(f"{v}/mod_weight").T.contiguous()
+            sd[f"{o}.torgb.affine.bias"] = sv.tensor(f"{v}/mod_bias") + 1
+            sd[f"{o}.torgb.bias"] = sv.tensor(f"{v}/bias")
         if f"{p}/Skip/weight" in sv:
-            sd[f"{o}.skip.weight"] = _t(sv[f"{p}/Skip/weight"], "Skip").permute(3, 2, 0, 1).contiguous()
+            sd[f"{o}.skip.weight"] = sv.tensor(f"{p}/Skip/weight").permute(3, 2, 0, 1).contiguous()
     kwargs = {"mapping_kwargs": {"lr_multiplier": float(kw.get("mapping_lrmul", 0.01))},
               "synthesis_kwargs": {"conv_clamp": kw.get("conv_clamp")}}
     cfg = config_from_ours(sd, kwargs)

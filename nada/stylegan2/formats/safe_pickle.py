@@ -10,6 +10,7 @@ global, anything that would call a function we do not know, is refused with `For
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -145,7 +146,11 @@ def _np_reconstruct(cls, shape, dtype):
 def _np_scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise FormatError("the pickle holds a numpy scalar of an object dtype; refused for safety")
-    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+    if data is None:
+        return dtype.type()
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise FormatError(f"a numpy {dtype} scalar in the pickle does not hold {dtype.itemsize} bytes; the file is damaged")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 def _np_dtype(spec, align=False, copy=False):
@@ -259,6 +264,11 @@ class SafeUnpickler(pickle._Unpickler):
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 3 writes protocols 0-2 with Python 2 names (__builtin__.set, copy_reg)
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            else:
+                module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             found = ALLOWED[(module, name)]
             if module == "torch" and name in _TORCH_STORAGES:
@@ -268,7 +278,7 @@ class SafeUnpickler(pickle._Unpickler):
             raise FormatError(
                 f"the pickle refers to {module}.{name}, which comfyui-nada does not load: a checkpoint "
                 "never needs it, and loading it could run code from the file. The file is refused for "
-                "safety; if it is a genuine StyleGAN2 checkpoint, please report it"
+                "safety; if it is a genuine StyleGAN checkpoint, please report it"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
