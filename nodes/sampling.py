@@ -13,6 +13,7 @@ import torch
 from nada import devices as nada_devices
 from nada import images as nada_images
 from nada import sampling as nada_sampling
+from nada.adaptation import memory as nada_memory
 
 from . import comfy_bridge as bridge
 from .types import GENERATOR, LATENT
@@ -34,6 +35,13 @@ def _class_index(value: int) -> int | None:
 
 def _to_image(x: torch.Tensor) -> torch.Tensor:
     return nada_images.to_hwc(x).to(bridge.intermediate_device())
+
+
+def _on_render_device(generator, batch_size: int = nada_sampling.RENDER_BATCH):
+    """The generator on the run device, after freeing room for it and one chunk of its images."""
+    device = bridge.torch_device()
+    bridge.make_room(nada_memory.render_bytes(generator, batch_size), device)
+    return nada_devices.on_device(generator, device)
 
 
 def _check_latent(generator, latent) -> torch.Tensor:
@@ -106,10 +114,11 @@ class RenderLatent:
 
     def render(self, generator, latent, noise_mode):
         ws = _check_latent(generator, latent)
-        G = nada_devices.on_device(generator, bridge.torch_device())
+        G = _on_render_device(generator)
         seeds = latent.get("seeds")
         seeds = seeds if seeds is not None and len(seeds) == ws.shape[0] else None
-        return (_to_image(nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds)),)
+        images = nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds, progress=bridge.chunk_progress())
+        return (_to_image(images),)
 
 
 class Sample:
@@ -131,9 +140,9 @@ class Sample:
         return spec
 
     def sample(self, generator, seeds, truncation_psi, noise_mode, class_index=-1):
-        G = nada_devices.on_device(generator, bridge.torch_device())
+        G = _on_render_device(generator)
         x = nada_sampling.sample(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                               class_index=_class_index(class_index))
+                                 class_index=_class_index(class_index), progress=bridge.chunk_progress())
         return (_to_image(x),)
 
 

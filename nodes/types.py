@@ -9,3 +9,4 @@ LATENT = "STYLEGAN_LATENT"  # W+ latents [B, num_ws, w_dim] (with their generato
 CLIP = "NADA_CLIP"  # a nada CLIP model or ensemble
 DIRECTION = "NADA_DIRECTION"  # a CLIP-space direction
 ADAPTER = "NADA_ADAPTER"  # a list of (adapter, strength)
+LOSS_MAP = "LOSS_MAP"  # ComfyUI's own: {"loss": [float per step]}, drawn by its Plot Loss Graph node (nodes_train.py)

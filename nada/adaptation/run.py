@@ -85,6 +85,30 @@ class AdaptError(NadaError):
         self.saved: Any = None
 
 
+class AdaptOutOfMemory(AdaptError):
+    """The device ran out of memory during a step. `result` holds the weights as of the last completed
+    step (the failed step applied no update), so `nada.runs` saves it like any failed run."""
+
+
+def out_of_memory_advice(cfg: AdaptConfig, G: nn.Module, device: torch.device, failed: int) -> str:
+    """What ran out and what to lower, in the order that saves the most memory for the least change."""
+    tips = [f"lower batch (now {cfg.batch}; 1 halves the activations)"]
+    if cfg.gradient_checkpointing is not True:
+        tips.append("set gradient_checkpointing on")
+    if cfg.autocast == "off":
+        tips.append("set autocast to bf16")
+    if cfg.auto:
+        tips.append(f"lower select_batch (now {cfg.select_batch}) or use a layer preset instead of auto")
+    if cfg.lambda_patch > 0:
+        tips.append(f"lower patch_count (now {cfg.patch_count})")
+    tips.append("use one CLIP instead of an ensemble, or free other models first")
+    return (
+        f"{device} ran out of memory at step {failed} of {cfg.steps} ({G.config.img_resolution} px): "
+        + "; ".join(tips)
+        + f". No update was applied; the weights as of step {failed - 1} are kept."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class AdaptProgress:
     """What the progress callback receives after every step."""
@@ -161,8 +185,11 @@ def adapt(
                 interrupted = True
                 log.info("adaptation stopped by request after %d of %d steps", run.done, cfg.steps)
                 break
+            oom = False
             try:
                 value, terms = run.step()
+            except torch.OutOfMemoryError:
+                oom = True  # handled outside the except block, so the step's activations can be freed
             except NonFinite as e:
                 failed = run.done + 1
                 raise AdaptError(
@@ -172,6 +199,13 @@ def adapt(
                     result=result(),
                     step=failed,
                 ) from None
+            if oom:
+                run.optim.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                failed = run.done + 1
+                log.warning("out of memory at step %d on %s", failed, device)
+                raise AdaptOutOfMemory(out_of_memory_advice(cfg, G, device, failed), result=result(), step=failed)
             done = run.done
             elapsed = time.perf_counter() - start
             if callback is not None:

@@ -13,7 +13,7 @@ from tests.nodes.workflow_api import WIDGET_TYPES, combo_values, input_options, 
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOM_TYPES = {"STYLEGAN", "STYLEGAN_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER"}
-CORE_TYPES = {"IMAGE", "MASK", "STRING"}
+CORE_TYPES = {"IMAGE", "MASK", "STRING", "LOSS_MAP"}
 OPTION_KEYS = {
     "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",
             "advanced"},
