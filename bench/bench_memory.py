@@ -8,8 +8,9 @@ Setup: config-f generators (channels_rosinality(res, 2), random weights), ViT-B-
 subprocess. Two measurements per case:
 
 - saved: the bytes autograd keeps for the backward pass (unique storages seen by
-  `torch.autograd.graph.saved_tensors_hooks` during the step): device-independent, deterministic;
-  these are the activations that dominate a step's memory.
+  `torch.autograd.graph.saved_tensors_hooks` during the step, parameters left out: the estimate
+  counts weights separately): device-independent, deterministic; these are the activations that
+  dominate a step's memory.
 - peak: what the step added on top of the loaded models: CUDA `max_memory_allocated` delta, or on the
   CPU the peak resident set size delta (noisy: the allocator keeps freed pages).
 
@@ -55,10 +56,13 @@ def run_case(res: int, batch: int, checkpointing: bool, device: str) -> dict:
     d = directions.text_direction(clip, "photo", "sketch", templates=None)
     cfg = AdaptConfig(steps=1, batch=batch, preview_count=0, gradient_checkpointing=checkpointing)
     seen: dict[int, int] = {}
+    weights: set[int] = set()  # storages of parameters: counted with the weights, not the activations
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
         seen[s.data_ptr()] = s.nbytes()
+        if isinstance(t, torch.nn.Parameter):
+            weights.add(s.data_ptr())
         return t
 
     base_rss = _rss_bytes()
@@ -68,7 +72,7 @@ def run_case(res: int, batch: int, checkpointing: bool, device: str) -> dict:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         adapt(G, clip, d, cfg, device=dev)
     peak = torch.cuda.max_memory_allocated(dev) - base if dev.type == "cuda" else _rss_bytes() - base_rss
-    return {"res": res, "batch": batch, "checkpointing": checkpointing, "saved": sum(seen.values()), "peak": peak,
+    return {"res": res, "batch": batch, "checkpointing": checkpointing, "saved": sum(v for k, v in seen.items() if k not in weights), "peak": peak,
             "volume": activation_volume(G.config)}  # fmt: skip
 
 

@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from ..clip import as_ensemble
-from ..devices import default_device
+from ..devices import default_device, is_out_of_memory
 from ..errors import ConfigError, DirectionError, NadaError
 from .config import AdaptConfig
 from .result import AdaptResult, build_result
@@ -188,8 +188,6 @@ def adapt(
             oom = False
             try:
                 value, terms = run.step()
-            except torch.OutOfMemoryError:
-                oom = True  # handled outside the except block, so the step's activations can be freed
             except NonFinite as e:
                 failed = run.done + 1
                 raise AdaptError(
@@ -199,6 +197,10 @@ def adapt(
                     result=result(),
                     step=failed,
                 ) from None
+            except RuntimeError as e:  # torch.OutOfMemoryError is one
+                if not is_out_of_memory(e):
+                    raise
+                oom = True  # handled outside the except block, so the step's activations can be freed
             if oom:
                 run.optim.zero_grad(set_to_none=True)
                 if device.type == "cuda":
