@@ -56,7 +56,8 @@ def run_case(res: int, batch: int, checkpointing: bool, device: str) -> dict:
     d = directions.text_direction(clip, "photo", "sketch", templates=None)
     cfg = AdaptConfig(steps=1, batch=batch, preview_count=0, gradient_checkpointing=checkpointing)
     seen: dict[int, int] = {}
-    weights: set[int] = set()  # storages of parameters: counted with the weights, not the activations
+    # Storages of parameters (and of views of them, e.g. a transposed weight): counted with the weights.
+    weights = {t.untyped_storage().data_ptr() for m in (G, clip.model) for t in m.parameters()}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()

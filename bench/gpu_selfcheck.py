@@ -154,9 +154,8 @@ def performance(device: torch.device, quick: bool, resolutions: list[int], steps
             direction = text_direction(clip, "photo", "sketch", templates=None)
             for ckpt in (False, True):
                 cfg = AdaptConfig(steps=steps + 1, batch=2, preview_count=0, gradient_checkpointing=ckpt)
-                nets = [m.model.model for m in clip]
                 row = {"res": res, "clips": count, "checkpointing": ckpt, "precision": clip.members[0].model.precision,
-                       "estimate_mb": memory.training_bytes(G, nets, cfg, ckpt) / 2**20}  # fmt: skip
+                       "estimate_mb": memory.training_bytes(G, clip, cfg, device, ckpt) / 2**20}  # fmt: skip
                 row.update(_time_case(G, clip, direction, cfg, device))
                 rows.append(row)
                 print(_row_text(row), flush=True)

@@ -25,7 +25,6 @@ from nada import sampling as nada_sampling
 from nada.adaptation import AdaptConfig, AdaptError, AdaptOutOfMemory, AdaptProgress, AdaptResult
 from nada.adaptation import memory as nada_memory
 from nada.adaptation.step import use_checkpointing
-from nada.clip import as_ensemble
 from nada.errors import ConfigError
 
 from . import comfy_bridge as bridge
@@ -143,9 +142,8 @@ def loss_plot(losses: list[float], width: int = 512, height: int = 256) -> torch
 
 def training_bytes(generator: torch.nn.Module, clip: Any, config: AdaptConfig, device: torch.device) -> int:
     """What to free before training: weights, gradients, Adam and activations (`nada.adaptation.memory`)."""
-    networks = [m.model.model for m in as_ensemble(clip)]
     checkpointing = use_checkpointing(config, generator, device)
-    return nada_memory.training_bytes(generator, networks, config, checkpointing)
+    return nada_memory.training_bytes(generator, clip, config, device, checkpointing)
 
 
 def preview_batch(grids: list[Image.Image]) -> torch.Tensor:

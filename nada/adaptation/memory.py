@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import AdaptConfig
 
 # Fitted by bench/bench_memory.py (see bench/README.md for the run): saved bytes = A * batch * S + B * batch + C.
-BYTES_PER_VOLUME = 0.0  # A: generator activations per unit of S (float32, both synthesis passes)
-CLIP_BYTES_PER_IMAGE = 0  # B: one ViT-B CLIP's activations per image, with gradients (224 px input)
-STEP_BYTES = 0  # C: per-step constant (latents, losses)
-CHECKPOINTING_FACTOR = 1.0  # saved bytes with gradient checkpointing / without (256 px, batch 2)
+BYTES_PER_VOLUME = 21.9  # A: generator activations per unit of S (float32, both synthesis passes)
+CLIP_BYTES_PER_IMAGE = 178 << 20  # B: ViT-B-32's activations per image with gradients (fp32, 224 px input)
+VIT_B32_SIZE = 50 * 12 * 768  # tokens * layers * width of ViT-B-32, what B was measured with
+STEP_BYTES = 85 << 20  # C: per-step constant (latents, losses)
+CHECKPOINTING_FACTOR = 0.13  # saved bytes with gradient checkpointing / without (256 px, batch 2)
 MARGIN = 1.25  # for transient buffers the saved-tensor count does not see, and for extrapolation
 # Rendering without gradients keeps about two feature maps of the largest block alive per image.
-RENDER_BYTES_PER_VOLUME = 2.0
+RENDER_BYTES_PER_VOLUME = 2.5
 AUTOCAST_FACTOR = {"off": 1.0, "bf16": 0.5, "fp16": 0.5}
 
 
@@ -32,21 +34,47 @@ def activation_volume(config: Any) -> int:
     return sum(c * r * r for c, r in zip(config.channels, config.resolutions))
 
 
+def clip_image_bytes(net: nn.Module, precision: str) -> float:
+    """One CLIP network's activations per image with gradients, running in `precision`: B scaled by
+    tokens * layers * width of its vision transformer (ViT-B-16 has 4x the tokens of ViT-B-32), halved
+    in fp16/bf16. A network without that geometry (e.g. a ResNet CLIP) counts as ViT-B-32."""
+    visual = getattr(net, "visual", None)
+    blocks, grid = getattr(visual, "transformer", None), getattr(visual, "grid_size", None)
+    scale = 1.0
+    if blocks is not None and grid is not None and hasattr(blocks, "layers") and hasattr(blocks, "width"):
+        scale = (grid[0] * grid[1] + 1) * blocks.layers * blocks.width / VIT_B32_SIZE
+    return CLIP_BYTES_PER_IMAGE * scale * (1.0 if precision == "fp32" else 0.5)
+
+
 def module_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
-def training_bytes(G: nn.Module, clip_networks: list[nn.Module], cfg: AdaptConfig, checkpointing: bool) -> int:
-    """Device bytes one adaptation step needs: the frozen and trainable generator, gradients and Adam's
-    two moments (5 generator copies in all), the CLIP weights, and the step's activations."""
-    members = max(1, len(clip_networks))
+def clip_bytes(clip: Any, device: torch.device | str) -> list[tuple[int, float]]:
+    """(weight bytes, activation bytes per image) of each CLIP member in the precision it will run in on
+    `device` (`ClipModel.on`: an fp32 model resting on the CPU runs in fp16 on CUDA for auto)."""
+    from ..clip import as_ensemble
+    from ..clip.precision import resolve_precision
+
+    out = []
+    for m in as_ensemble(clip):
+        precision = resolve_precision(m.model.requested_precision, device)
+        shrink = 0.5 if precision != "fp32" and m.model.precision == "fp32" else 1.0
+        out.append((int(module_bytes(m.model.model) * shrink), clip_image_bytes(m.model.model, precision)))
+    return out
+
+
+def training_bytes(G: nn.Module, clip: Any, cfg: AdaptConfig, device: torch.device | str, checkpointing: bool) -> int:
+    """Device bytes one adaptation step needs on `device`: the frozen and trainable generator, gradients
+    and Adam's two moments (5 generator copies in all), the CLIP weights, and the step's activations."""
     batch = max(cfg.batch, cfg.select_batch if cfg.auto else 0)  # selection runs a batch of select_batch
     act = BYTES_PER_VOLUME * batch * activation_volume(G.config) * AUTOCAST_FACTOR[cfg.autocast]
     if checkpointing:
         act *= CHECKPOINTING_FACTOR
     patches = cfg.patch_count if cfg.lambda_patch > 0 else 0
-    act += CLIP_BYTES_PER_IMAGE * batch * members * (1 + patches) + STEP_BYTES
-    weights = 5 * module_bytes(G) + sum(module_bytes(n) for n in clip_networks)
+    members = clip_bytes(clip, device)
+    act += sum(per_image for _, per_image in members) * batch * (1 + patches) + STEP_BYTES
+    weights = 5 * module_bytes(G) + sum(w for w, _ in members)
     return int(weights + MARGIN * act)
 
 

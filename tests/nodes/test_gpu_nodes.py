@@ -73,17 +73,25 @@ def test_training_warns_with_what_to_lower_when_the_budget_is_too_small(
         bridge.set_memory_budget(None)
 
 
-def test_the_estimate_grows_with_what_costs_memory(pack, tiny_generator, tiny_clip):
+def test_the_estimate_grows_with_what_costs_memory_and_knows_the_run_precision(pack, tiny_generator, tiny_clip):
     from nada.adaptation.memory import training_bytes
+    from nada.clip import clip_ensemble
 
-    nets = [tiny_clip.model]
     base = nada.AdaptConfig()
-    size = lambda **kw: training_bytes(tiny_generator, nets, nada.AdaptConfig(**kw), checkpointing=False)  # noqa: E731
+
+    def size(clip=tiny_clip, device="cpu", checkpointing=False, **kw):
+        return training_bytes(tiny_generator, clip, nada.AdaptConfig(**kw), device, checkpointing)
+
     assert size(batch=4) > size(batch=2) > size(batch=1)
     assert size(layers="auto") > size()  # the selection batch of 8
     assert size(autocast="bf16") < size()
-    assert training_bytes(tiny_generator, nets * 2, base, False) > training_bytes(tiny_generator, nets, base, False)
-    assert training_bytes(tiny_generator, nets, base, True) < training_bytes(tiny_generator, nets, base, False)
+    assert size(checkpointing=True) < size()
+    assert size(clip=clip_ensemble([(tiny_clip, 1.0), (tiny_clip.on("cpu", "bf16"), 1.0)])) > size()
+    # The same fp32 model resting on the CPU runs in fp16 on CUDA (auto), so it needs less there.
+    assert size(device="cuda") < size(device="cpu")
+    assert size(clip=tiny_clip.on("cpu", "bf16")) < size() == training_bytes(
+        tiny_generator, tiny_clip, base, "cpu", False
+    )
 
 
 def test_render_frees_room_first_and_stops_between_chunks_on_cancel(pack, bridge, tiny_generator, caplog):
