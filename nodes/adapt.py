@@ -25,6 +25,7 @@ from nada import sampling as nada_sampling
 from nada.adaptation import AdaptConfig, AdaptError, AdaptOutOfMemory, AdaptProgress, AdaptResult
 from nada.adaptation import memory as nada_memory
 from nada.adaptation.step import use_checkpointing
+from nada.devices import is_out_of_memory
 from nada.errors import ConfigError
 
 from . import comfy_bridge as bridge
@@ -61,7 +62,7 @@ OPTIONAL_FIELDS = {
 LATER_FIELDS = {"lambda_manifold": "lambda_manifold", "select_every": "select_every"}  # added after release 1
 GPU_FIELDS = {"autocast": "autocast"}  # after autosave_limit_gb (issue 13)
 INPUT_OF_FIELD = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS, **LATER_FIELDS, **GPU_FIELDS}
-MEMORY_ADVICE = "if it runs out: lower batch, turn gradient_checkpointing on, set autocast to bf16"
+MEMORY_FIXES = "lower batch, turn gradient_checkpointing on, set autocast to bf16"
 FIELD_OF_INPUT = {v: k for k, v in INPUT_OF_FIELD.items()}
 
 
@@ -332,7 +333,7 @@ class NadaAdapt:
             return progress.interrupted or bridge.interrupt_requested()
 
         needed = training_bytes(generator, clip, config, device)
-        bridge.make_room(needed, device, everything=bool(unload_all_models), advice=MEMORY_ADVICE)
+        bridge.make_room(needed, device, everything=bool(unload_all_models), advice=f"if it runs out: {MEMORY_FIXES}")
         bridge.send_event(EVENT_START, {"node": node_id, "total": steps, "layers": nada_layers.all_units(generator)})
         # ComfyUI runs nodes under torch.inference_mode(); training needs autograd (nada.adapt also
         # guards this and makes its trainable copy inside the block).
@@ -351,19 +352,21 @@ class NadaAdapt:
                     device=device,
                 )
             except AdaptOutOfMemory as e:
-                saved = f" The weights as of step {e.step - 1} are saved in {AUTOSAVE_DIR}/{e.saved.name}." if e.saved else ""
-                raise bridge.NodeError(f"{e}{saved}") from None
-            except torch.OutOfMemoryError:
-                raise bridge.NodeError(
-                    f"{device} ran out of memory before training started (about {needed / GIB:.1f} GiB needed): "
-                    f"{MEMORY_ADVICE.split(': ', 1)[1]}, use one CLIP, or set unload_all_models on"
-                ) from None
+                where = f" They are saved in {AUTOSAVE_DIR}/{e.saved.name}." if e.saved is not None else ""
+                raise bridge.NodeError(f"{e}{where}") from None
             except AdaptError as e:
                 if e.saved is not None:
                     bridge.send_text(
                         f"failed at step {e.step}; last good weights in {AUTOSAVE_DIR}/{e.saved.name}", node_id
                     )
                 raise
+            except RuntimeError as e:  # out of memory before the first step (copying the models to the device)
+                if not is_out_of_memory(e):
+                    raise
+                raise bridge.NodeError(
+                    f"{device} ran out of memory before training started (about {needed / GIB:.1f} GiB needed): "
+                    f"{MEMORY_FIXES}, use one CLIP, or set unload_all_models on"
+                ) from None
             finally:
                 bridge.soft_empty_cache()
         if outcome.reused is not None:
