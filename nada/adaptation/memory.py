@@ -2,10 +2,11 @@
 
 A front end frees that much before it starts (the ComfyUI nodes ask ComfyUI to unload other models).
 The activation terms are fitted to measurements (`bench/bench_memory.py`: bytes autograd saves for the
-backward pass, one step, config-f generators at 64/128/256 px, batch 1 and 2, ViT-B-32): they scale
-with the activation volume of one image, S = sum over blocks of channels * side^2, which the fit
-covers exactly in that range. Above 256 px they are an extrapolation along the same law (the
-generator's layers are the same per block; only S grows), so the estimate carries a 25 % margin.
+backward pass, one step, config-f generators at 64/128/256 px, batch 1 and 2, ViT-B-32; the fit is
+within 2 % of all six): they scale with the activation volume of one image, S = sum over blocks of
+channels * side^2. Above 256 px they are an extrapolation along the same law (each block has the
+same layers; only S grows), not a measurement, so the estimate carries a 25 % margin; the GPU
+self-check (`bench/gpu_selfcheck.py`) prints it next to the measured CUDA peak at 512 and 1024 px.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from torch import nn
 from .config import AdaptConfig
 
 # Fitted by bench/bench_memory.py (see bench/README.md for the run): saved bytes = A * batch * S + B * batch + C.
-BYTES_PER_VOLUME = 21.9  # A: generator activations per unit of S (float32, both synthesis passes)
-CLIP_BYTES_PER_IMAGE = 178 << 20  # B: ViT-B-32's activations per image with gradients (fp32, 224 px input)
+BYTES_PER_VOLUME = 21.91  # A: trainable generator activations per unit of S (float32)
+CLIP_BYTES_PER_IMAGE = 178.4 * 2**20  # B: ViT-B-32's activations per image with gradients (fp32, 224 px input)
 VIT_B32_SIZE = 50 * 12 * 768  # tokens * layers * width of ViT-B-32, what B was measured with
-STEP_BYTES = 85 << 20  # C: per-step constant (latents, losses)
-CHECKPOINTING_FACTOR = 0.13  # saved bytes with gradient checkpointing / without (256 px, batch 2)
+STEP_BYTES = 86.2 * 2**20  # C: per-step constant (frozen pass, latents, losses)
+# Generator activations kept with gradient checkpointing / without. Measured at 256 px, batch 2, the
+# step's peak drops by about the whole generator part (CPU RSS 1389 -> 775 MB), but the backward pass
+# recomputes one block at a time, and the last block holds about half of S at 256-1024 px: 0.5.
+CHECKPOINTING_FACTOR = 0.5
 MARGIN = 1.25  # for transient buffers the saved-tensor count does not see, and for extrapolation
-# Rendering without gradients keeps about two feature maps of the largest block alive per image.
+# Rendering without gradients, float32 values per unit of S per image: bench_adapt.py's sampling case
+# (256 px, batch 8) peaks at 1.2-1.3 GB over the loaded model on the CPU, about 2.5 values per unit.
 RENDER_BYTES_PER_VOLUME = 2.5
+# Autocast keeps the convolutions' saved inputs in 16 bits: assumed half, not measured (no GPU here).
 AUTOCAST_FACTOR = {"off": 1.0, "bf16": 0.5, "fp16": 0.5}
 
 
