@@ -263,20 +263,23 @@ def free_memory(bytes_needed: int, device: torch.device, everything: bool = Fals
     return free_bytes(device)
 
 
-def make_room(bytes_needed: int, device: torch.device, everything: bool = False, advice: str = "") -> bool:
-    """Free memory for work that needs about `bytes_needed` on `device` (see `free_memory`). When it
-    still does not fit, say so on the node with `advice` (what to lower) and go on: the estimate
-    can be off, and an out-of-memory error later names the same fixes. Returns whether it fits."""
+def make_room(
+    bytes_needed: int, device: torch.device, everything: bool = False, advice: str = "", minimum: int | None = None
+) -> int | None:
+    """Free memory for work that needs about `bytes_needed` on `device` (see `free_memory`). When not
+    even `minimum` (default: all of it) fits, say so on the node with `advice` (what to lower) and go
+    on: the estimate can be off, and an out-of-memory error later names the same fixes. Returns the
+    bytes free afterwards (None when unknown)."""
     free = free_memory(bytes_needed, device, everything)
-    if free is None or free >= bytes_needed:
-        return True
-    text = (
-        f"this needs about {bytes_needed / 2**30:.2f} GiB on {device} but only {free / 2**30:.2f} GiB are free "
-        f"after unloading other models{'; ' + advice if advice else ''}"
-    )
-    log.warning("%s", text)
-    send_text(text)
-    return False
+    least = bytes_needed if minimum is None else minimum
+    if free is not None and free < least:
+        text = (
+            f"this needs about {least / 2**30:.2f} GiB on {device} but only {free / 2**30:.2f} GiB are free "
+            f"after unloading other models{'; ' + advice if advice else ''}"
+        )
+        log.warning("%s", text)
+        send_text(text)
+    return free
 
 
 def soft_empty_cache() -> None:

@@ -26,6 +26,7 @@ NOISE_TOOLTIP = (
     "seed's own noise, 'none' turns it off."
 )
 PSI_TOOLTIP = "Truncation: 1 = the full variety, lower = closer to the average image (0.7 is the usual preview)."
+RENDER_ADVICE = "unload other models (ComfyUI's Unload Models button), or start ComfyUI with --cpu"
 CLASS_TOOLTIP = "Class for conditional generators (0..classes-1); -1 for unconditional ones."
 
 
@@ -37,11 +38,24 @@ def _to_image(x: torch.Tensor) -> torch.Tensor:
     return nada_images.to_hwc(x).to(bridge.intermediate_device())
 
 
-def _on_render_device(generator, batch_size: int = nada_sampling.RENDER_BATCH):
-    """The generator on the run device, after freeing room for it and one chunk of its images."""
+def _render_setup(generator):
+    """(generator on the run device, images per chunk): room is freed for a full chunk; when less is free
+    the chunks get smaller instead of running out of memory (a warning when not even one image fits)."""
     device = bridge.torch_device()
-    bridge.make_room(nada_memory.render_bytes(generator, batch_size), device)
-    return nada_devices.on_device(generator, device)
+    largest = nada_sampling.RENDER_BATCH
+    free = bridge.make_room(nada_memory.render_bytes(generator, largest), device,
+                            minimum=nada_memory.render_bytes(generator, 1), advice=RENDER_ADVICE)  # fmt: skip
+    return nada_devices.on_device(generator, device), nada_memory.render_batch(generator, free, largest)
+
+
+def _render(fn, *args, **kwargs) -> torch.Tensor:
+    """Run a render with progress and cancel between chunks, and name the fix when memory runs out."""
+    try:
+        return fn(*args, progress=bridge.chunk_progress(), **kwargs)
+    except RuntimeError as e:
+        if not nada_devices.is_out_of_memory(e):
+            raise
+        raise bridge.NodeError(f"out of memory while rendering: {RENDER_ADVICE}") from None
 
 
 def _check_latent(generator, latent) -> torch.Tensor:
@@ -114,11 +128,10 @@ class RenderLatent:
 
     def render(self, generator, latent, noise_mode):
         ws = _check_latent(generator, latent)
-        G = _on_render_device(generator)
+        G, chunk = _render_setup(generator)
         seeds = latent.get("seeds")
         seeds = seeds if seeds is not None and len(seeds) == ws.shape[0] else None
-        images = nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds, progress=bridge.chunk_progress())
-        return (_to_image(images),)
+        return (_to_image(_render(nada_sampling.render, G, ws, noise_mode=noise_mode, seeds=seeds, batch_size=chunk)),)
 
 
 class Sample:
@@ -140,9 +153,9 @@ class Sample:
         return spec
 
     def sample(self, generator, seeds, truncation_psi, noise_mode, class_index=-1):
-        G = _on_render_device(generator)
-        x = nada_sampling.sample(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                                 class_index=_class_index(class_index), progress=bridge.chunk_progress())
+        G, chunk = _render_setup(generator)
+        x = _render(nada_sampling.sample, G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                    class_index=_class_index(class_index), batch_size=chunk)  # fmt: skip
         return (_to_image(x),)
 
 

@@ -87,3 +87,11 @@ def training_bytes(G: nn.Module, clip: Any, cfg: AdaptConfig, device: torch.devi
 def render_bytes(G: nn.Module, batch: int) -> int:
     """Device bytes rendering `batch` images at once needs: the generator and its feature maps."""
     return int(module_bytes(G) + MARGIN * RENDER_BYTES_PER_VOLUME * 4 * batch * activation_volume(G.config))
+
+
+def render_batch(G: nn.Module, free: int | None, largest: int) -> int:
+    """Images per chunk (1..`largest`) that fit in `free` bytes by `render_bytes`; `largest` when unknown."""
+    if free is None:
+        return largest
+    per_image = render_bytes(G, 1) - module_bytes(G)
+    return max(1, min(largest, (free - module_bytes(G)) // max(1, per_image)))

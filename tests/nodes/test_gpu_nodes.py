@@ -94,7 +94,10 @@ def test_the_estimate_grows_with_what_costs_memory_and_knows_the_run_precision(p
     )
 
 
-def test_render_frees_room_first_and_stops_between_chunks_on_cancel(pack, bridge, tiny_generator, caplog):
+def test_render_frees_room_first_shrinks_its_chunks_to_fit_and_stops_between_chunks_on_cancel(
+    pack, bridge, tiny_generator, caplog
+):
+    from nada.adaptation.memory import render_batch, render_bytes
     from nada.sampling import sample
 
     update = bridge.chunk_progress()
@@ -114,12 +117,22 @@ def test_render_frees_room_first_and_stops_between_chunks_on_cancel(pack, bridge
     bridge.request_interrupt()  # pressed before the node started: nothing is rendered
     with pytest.raises(bridge.Interrupted), torch.inference_mode():
         node.sample(tiny_generator, "0-3", 0.7, "const")
+    bridge.request_interrupt(False)
+    (full,) = node.sample(tiny_generator, "0-9", 0.7, "const")
     try:
+        # Room for three images at a time: smaller chunks, the same images, no warning.
+        bridge.set_memory_budget(render_bytes(tiny_generator, 3))
+        assert render_batch(tiny_generator, bridge.free_bytes(torch.device("cpu")), 8) == 3
+        with caplog.at_level(logging.WARNING), torch.inference_mode():
+            (images,) = node.sample(tiny_generator, "0-9", 0.7, "const")
+        assert torch.allclose(images, full, atol=1e-5)  # other chunk sizes sum in another order
+        assert not any("GiB are free" in r.getMessage() for r in caplog.records)
+        # Not even one image fits: the node says so and tries anyway.
         bridge.set_memory_budget(1)
         with caplog.at_level(logging.WARNING), torch.inference_mode():
             (images,) = node.sample(tiny_generator, "0-9", 0.7, "const")
-        assert images.shape[0] == 10
-        assert any("GiB are free" in r.getMessage() for r in caplog.records)
+        assert torch.allclose(images, full, atol=1e-5)  # other chunk sizes sum in another order
+        assert any("GiB are free" in r.getMessage() and "Unload Models" in r.getMessage() for r in caplog.records)
     finally:
         bridge.set_memory_budget(None)
 
