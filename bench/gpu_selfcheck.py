@@ -55,7 +55,7 @@ def make_generator(res: int, quick: bool):
     from nada.stylegan2 import Generator, GeneratorConfig, channels_rosinality
 
     if quick:
-        channels = tuple(min(64, 256 // 2 ** i) for i in range(len(channels_rosinality(res))))
+        channels = tuple(min(64, 256 // 2**i) for i in range(len(channels_rosinality(res))))
         cfg = GeneratorConfig(img_resolution=res, channels=channels, z_dim=64, w_dim=64, mapping_layers=2)
     else:
         cfg = GeneratorConfig(img_resolution=res, channels=channels_rosinality(res, 2))
@@ -223,7 +223,9 @@ def markdown(report: dict) -> str:
              "## Correctness against the CPU", "", "| check | metric | value | bound | result |", "|---|---|---|---|---|"]  # fmt: skip
     for name, v in report["checks"].items():
         sign = "<=" if v["kind"] == "max" else ">="
-        lines.append(f"| {name} | {v['metric']} | {v['value']:.3g} | {sign} {v['bound']} | {'ok' if v['ok'] else 'FAIL'} |")
+        lines.append(
+            f"| {name} | {v['metric']} | {v['value']:.3g} | {sign} {v['bound']} | {'ok' if v['ok'] else 'FAIL'} |"
+        )
     lines += ["", f"## Speed and memory (batch 2, {report['steps']} timed steps after a warm-up)", "",
               "| px | CLIPs | CLIP precision | checkpointing | s/step | peak MB | node's estimate MB |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -250,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"environment": environment(device), "quick": args.quick, "steps": steps}
     report["checks"] = verdicts(correctness(device, args.quick))
     for name, v in report["checks"].items():
-        print(f"{'ok  ' if v['ok'] else 'FAIL'} {name}: {v['metric']} {v['value']:.3g} (bound {v['bound']})", flush=True)
+        print(
+            f"{'ok  ' if v['ok'] else 'FAIL'} {name}: {v['metric']} {v['value']:.3g} (bound {v['bound']})", flush=True
+        )
     report["performance"] = performance(device, args.quick, resolutions, steps)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")

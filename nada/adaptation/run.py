@@ -92,7 +92,7 @@ class AdaptOutOfMemory(AdaptError):
 
 def out_of_memory_advice(cfg: AdaptConfig, G: nn.Module, device: torch.device, failed: int) -> str:
     """What ran out and what to lower, in the order that saves the most memory for the least change."""
-    tips = [f"lower batch (now {cfg.batch}; 1 halves the activations)"]
+    tips = [f"lower batch (now {cfg.batch}; the activations scale with it)"]
     if cfg.gradient_checkpointing is not True:
         tips.append("set gradient_checkpointing on")
     if cfg.autocast == "off":

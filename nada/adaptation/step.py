@@ -54,7 +54,7 @@ def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> b
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def generator_autocast(cfg: AdaptConfig, device: torch.device) -> Any:
+def generator_autocast(cfg: AdaptConfig, device: torch.device) -> torch.autocast:
     """The autocast context the generator's forward runs in (`cfg.autocast`; disabled for "off").
     Weights, gradients and Adam stay float32; only the forward's matmuls and convolutions run in half."""
     dtype = AUTOCAST_DTYPES.get(cfg.autocast)

@@ -89,8 +89,8 @@ def test_the_estimate_grows_with_what_costs_memory_and_knows_the_run_precision(p
     assert size(clip=clip_ensemble([(tiny_clip, 1.0), (tiny_clip.on("cpu", "bf16"), 1.0)])) > size()
     # The same fp32 model resting on the CPU runs in fp16 on CUDA (auto), so it needs less there.
     assert size(device="cuda") < size(device="cpu")
-    assert size(clip=tiny_clip.on("cpu", "bf16")) < size() == training_bytes(
-        tiny_generator, tiny_clip, base, "cpu", False
+    assert (
+        size(clip=tiny_clip.on("cpu", "bf16")) < size() == training_bytes(tiny_generator, tiny_clip, base, "cpu", False)
     )
 
 
