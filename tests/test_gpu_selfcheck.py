@@ -21,7 +21,9 @@ def test_quick_mode_runs_on_the_cpu_and_writes_an_attachable_report(tmp_path):
     assert all(v["ok"] for v in report["checks"].values()), report["checks"]
     # On the CPU the device paths are the CPU paths: exactly equal, except the deliberately lower precisions.
     assert report["checks"]["images const noise"]["value"] == 0.0
-    assert report["checks"]["adaptation step loss"]["value"] == 0.0
+    assert all(
+        v["value"] == 0.0 for k, v in report["checks"].items() if k.startswith("adaptation step") and "loss" in k
+    )
     assert report["checks"]["half CLIP embeddings"]["value"] < 1.0  # bf16 really ran
     rows = report["performance"]
     assert [(r["clips"], r["checkpointing"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
