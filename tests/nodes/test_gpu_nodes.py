@@ -68,6 +68,11 @@ def test_training_warns_with_what_to_lower_when_the_budget_is_too_small(
         bridge.set_memory_budget(needed)
         with caplog.at_level(logging.WARNING), torch.inference_mode():
             node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=1, preview_every=0, autosave=False, **ARGS)
+            # Unloading everything (inside ComfyUI: model_management.unload_all_models) is one input away.
+            node.adapt(
+                tiny_generator, tiny_clip, tiny_direction, steps=1, preview_every=0, autosave=False,
+                unload_all_models=True, **ARGS,
+            )  # fmt: skip
         assert not [r for r in caplog.records if "GiB are free" in r.getMessage()]
     finally:
         bridge.set_memory_budget(None)
