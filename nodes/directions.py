@@ -30,10 +30,9 @@ def clip_on_run_device(clip, extra_bytes: int = 0):
     auto, `ClipModel.on`), after freeing room for its weights plus `extra_bytes`: directions are made
     where and how the training later runs, as on the command line."""
     device = bridge.torch_device()
-    ensemble = nada_clip.as_ensemble(clip)
-    weights = sum(nada_memory.module_bytes(m.model.model) for m in ensemble)
+    weights = sum(w for w, _ in nada_memory.clip_bytes(clip, device))  # in the precision it runs in there
     bridge.make_room(weights + extra_bytes, device)
-    return ensemble.on(device)
+    return nada_clip.as_ensemble(clip).on(device)
 
 
 def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowest: float, weight_tip: str) -> dict:
