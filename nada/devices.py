@@ -48,6 +48,18 @@ def same_device(
     return (a.index if a.index is not None else cur) == (b.index if b.index is not None else cur)
 
 
+# What allocators say when memory runs out: CUDA raises torch.OutOfMemoryError; the CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory") and MPS ("MPS backend out of memory") a RuntimeError.
+_OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a device running out of memory (on any device type)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(t in str(error) for t in _OUT_OF_MEMORY_TEXTS)
+
+
 def module_device(module: nn.Module) -> torch.device | None:
     """The device of a module's first parameter (or buffer); None for a module without tensors."""
     for t in (*module.parameters(), *module.buffers()):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from .clip import ClipEnsemble, ClipModel, as_ensemble
 from .errors import DirectionError
 from .images import pil_to_tensor
+from .sampling import ChunkProgress, sample
 from .templates import PART_TEMPLATES, Templates, apply_templates, resolve_templates
 
 # A direction shorter than this (a difference of unit vectors) is treated as zero: the two sides
@@ -192,7 +193,9 @@ def _image_list(images: Any, what: str) -> list[torch.Tensor]:
     return out
 
 
-def _mean_embedding(model: ClipModel, images: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+def _mean_embedding(
+    model: ClipModel, images: list[torch.Tensor], batch_size: int, tick: Callable[[int], None]
+) -> torch.Tensor:
     """mean_j n(E_I(image_j)) [D]; images of one size are encoded in batches."""
     total, count = None, 0
     by_size: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -201,6 +204,7 @@ def _mean_embedding(model: ClipModel, images: list[torch.Tensor], batch_size: in
     for group in by_size.values():
         for i in range(0, len(group), batch_size):
             e = model.encode_images(torch.stack(group[i : i + batch_size]).float())
+            tick(len(group[i : i + batch_size]))
             total = e.sum(0) if total is None else total + e.sum(0)
             count += e.shape[0]
     return total / count
@@ -210,13 +214,13 @@ def _is_generator(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("mapping", "synthesis", "config"))
 
 
-def generator_samples(G: Any, count: int = DEFAULT_SOURCE_SAMPLES) -> torch.Tensor:
+def generator_samples(
+    G: Any, count: int = DEFAULT_SOURCE_SAMPLES, progress: ChunkProgress | None = None
+) -> torch.Tensor:
     """The source samples of an image direction: seeds 0..count-1, truncation 1, per-seed noise."""
-    from .sampling import sample
-
     if count < 1:
         raise DirectionError(f"source_samples must be at least 1, got {count}")
-    return sample(G, list(range(count)), truncation_psi=1.0, noise_mode="random")
+    return sample(G, list(range(count)), truncation_psi=1.0, noise_mode="random", progress=progress)
 
 
 def image_direction(
@@ -225,8 +229,12 @@ def image_direction(
     source: ImageSource = None,
     source_samples: int = DEFAULT_SOURCE_SAMPLES,
     batch_size: int = 16,
+    progress: ChunkProgress | None = None,
 ) -> Direction:
     """dT = n(mean_j n(E_I(target_j)) - mean_k n(E_I(source_k))) per CLIP member (nada-spec 2.12).
+
+    `progress(done, total)` runs between chunks (generator samples rendered, then images encoded per
+    CLIP member); an exception it raises (a cancel) stops the work there.
 
     `target_images` / image `source`: a tensor [B, 3, H, W] in [-1, 1], or a list of such tensors
     ([3, H, W] each, any sizes) or PIL images. `source` may instead be a generator (its samples of
@@ -239,9 +247,24 @@ def image_direction(
             "an image direction needs a source: source images, or the generator being adapted "
             "(its samples stand for the source domain)"
         )
+    members = list(as_ensemble(clip))
+    rendered = source_samples if _is_generator(source) else 0
+    done = [0]
+
+    def tick(n: int) -> None:  # work units: images rendered, then images encoded by each member
+        done[0] += n
+        if progress is not None:
+            progress(done[0], rendered + len(members) * (len(targets_in) + len(sources_in)))
+
+    def on_render(n: int, _total: int) -> None:
+        if progress is not None:
+            progress(n, rendered + len(members) * (len(targets_in) + source_samples))
+
     with torch.inference_mode(False), torch.no_grad():
         if _is_generator(source):
-            sources_in = _image_list(generator_samples(source, source_samples), "generator samples")
+            samples = generator_samples(source, source_samples, progress=on_render)
+            done[0] = source_samples
+            sources_in = _image_list(samples, "generator samples")
             source_desc: dict[str, Any] = {"source": "generator samples", "source_count": source_samples}
         elif callable(source) and not isinstance(source, torch.Tensor):
             sources_in = _image_list(source(source_samples), "generated source images")
@@ -250,9 +273,9 @@ def image_direction(
             sources_in = _image_list(source, "source images")
             source_desc = {"source": "images", "source_count": len(sources_in)}
         vectors, targets, sources, patch = {}, {}, {}, {}
-        for m in as_ensemble(clip):
-            e_t = _mean_embedding(m.model, targets_in, batch_size)
-            e_s = _mean_embedding(m.model, sources_in, batch_size)
+        for m in members:
+            e_t = _mean_embedding(m.model, targets_in, batch_size, tick)
+            e_s = _mean_embedding(m.model, sources_in, batch_size, tick)
             d = _unit(e_t - e_s, "the image direction (mean target minus mean source embedding)")
             vectors[m.name] = _plain(d)
             targets[m.name] = _plain(_unit(e_t, "the mean target image embedding"))

@@ -17,6 +17,7 @@ from .io import atomic_write_bytes
 FORMAT = "nada.run_state"
 VERSION = 1
 _JSON_KEYS = ("step", "requires_grad", "units", "w_indices", "selection_history", "loss_history")
+_OPTIONAL_JSON_KEYS = ("term_history",)  # absent from states saved before per-term losses were kept
 
 
 class RunStateError(NadaError):
@@ -29,7 +30,7 @@ def save_state(state: dict[str, Any], path: str | Path, family: str, overwrite: 
     tensors = {f"tensors/{k}": v.contiguous() for k, v in state["tensors"].items()}
     tensors |= {f"moments/{k}": v.contiguous() for k, v in state["moments"].items()}
     tensors |= {f"rng/{k}": v.contiguous() for k, v in state["rng"].items()}
-    meta = {k: state[k] for k in _JSON_KEYS}
+    meta = {k: state[k] for k in _JSON_KEYS} | {k: state[k] for k in _OPTIONAL_JSON_KEYS if k in state}
     header = {"format": FORMAT, "version": str(VERSION), "family": family, "state": json.dumps(meta)}
     return atomic_write_bytes(Path(path), save(tensors, metadata=header), overwrite=overwrite)
 
@@ -52,7 +53,7 @@ def load_state(path: str | Path, family: str) -> dict[str, Any]:
         meta = json.loads(header["state"])
     except (KeyError, ValueError) as e:
         raise RunStateError(f"{path.name}: the run state's header is damaged ({e}); delete it") from None
-    state: dict[str, Any] = {k: meta[k] for k in _JSON_KEYS}
+    state: dict[str, Any] = {k: meta[k] for k in _JSON_KEYS} | {k: meta[k] for k in _OPTIONAL_JSON_KEYS if k in meta}
     for group in ("tensors", "moments", "rng"):
         state[group] = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(group + "/")}
     return state

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ from torch import nn
 from .errors import ConfigError
 
 MAX_SEED = 2**64 - 1
+RENDER_BATCH = 8  # images rendered at once (a chunk): bounds memory, and a cancel is honoured between chunks
+ChunkProgress = Callable[[int, int], None]  # (done, total), called between chunks of work
 
 
 def parse_seeds(spec: str | int | Iterable[int]) -> list[int]:
@@ -114,12 +116,16 @@ def render(
     ws: torch.Tensor,  # [B, num_ws, w_dim]
     noise_mode: str = "const",
     seeds: Sequence[int] | None = None,  # for noise_mode="random": per-image noise of these seeds
-    batch_size: int = 8,
+    batch_size: int = RENDER_BATCH,
+    progress: ChunkProgress | None = None,
 ) -> torch.Tensor:  # [B, C, H, W] float32 on the CPU, roughly in [-1, 1] (unclamped)
-    """W+ -> images, in chunks of `batch_size`."""
+    """W+ -> images, in chunks of `batch_size`. `progress(done, total)` runs before the first chunk and
+    after each one (images done so far); an exception it raises (a cancel) stops between chunks."""
     if noise_mode == "random" and seeds is not None and len(seeds) != ws.shape[0]:
         raise ConfigError(f"{len(seeds)} seeds for {ws.shape[0]} latents")
     out = []
+    if progress is not None:
+        progress(0, ws.shape[0])
     for i in range(0, ws.shape[0], max(1, batch_size)):
         chunk = ws[i : i + batch_size].to(G.device)
         noise = None
@@ -127,6 +133,8 @@ def render(
             chunk_seeds = seeds[i : i + batch_size] if seeds is not None else range(i, i + chunk.shape[0])
             noise = seed_noise(G, chunk_seeds)
         out.append(G.synthesis(chunk, noise_mode=noise_mode, noise=noise).float().cpu())
+        if progress is not None:
+            progress(i + chunk.shape[0], ws.shape[0])
     return torch.cat(out)
 
 
@@ -137,13 +145,14 @@ def sample(
     noise_mode: str = "const",
     truncation_cutoff: int | None = None,
     class_index: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = RENDER_BATCH,
+    progress: ChunkProgress | None = None,
 ) -> torch.Tensor:  # [B, C, H, W] float32 on the CPU, roughly in [-1, 1] (unclamped)
-    """Images of the given seeds. truncation_psi 0.7 is the official preview default."""
+    """Images of the given seeds. truncation_psi 0.7 is the official preview default. `progress`: see `render`."""
     seed_list = parse_seeds(seeds)
     z = seeds_to_z(seed_list, G.config.z_dim)
     ws = z_to_w(G, z, truncation_psi, truncation_cutoff, class_index)
-    return render(G, ws, noise_mode=noise_mode, seeds=seed_list, batch_size=batch_size)
+    return render(G, ws, noise_mode=noise_mode, seeds=seed_list, batch_size=batch_size, progress=progress)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -21,12 +21,15 @@ from PIL import Image, ImageDraw
 from nada import images as nada_images
 from nada import layers as nada_layers
 from nada import runs as nada_runs
-from nada.adaptation import AdaptConfig, AdaptError, AdaptProgress, AdaptResult
-from nada.adaptation.memory import training_bytes
+from nada import sampling as nada_sampling
+from nada.adaptation import AdaptConfig, AdaptError, AdaptOutOfMemory, AdaptProgress, AdaptResult
+from nada.adaptation import memory as nada_memory
+from nada.adaptation.step import use_checkpointing
+from nada.devices import is_out_of_memory
 from nada.errors import ConfigError
 
 from . import comfy_bridge as bridge
-from .types import CLIP, DIRECTION, GENERATOR
+from .types import CLIP, DIRECTION, GENERATOR, LOSS_MAP
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ OPTIONAL_FIELDS = {
     "rank": "rank",
 }
 LATER_FIELDS = {"lambda_manifold": "lambda_manifold", "select_every": "select_every"}  # added after release 1
-INPUT_OF_FIELD = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS, **LATER_FIELDS}
+GPU_FIELDS = {"autocast": "autocast"}  # after autosave_limit_gb (issue 13)
+INPUT_OF_FIELD = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS, **LATER_FIELDS, **GPU_FIELDS}
+MEMORY_FIXES = "lower batch, turn gradient_checkpointing on, set autocast to bf16"
 FIELD_OF_INPUT = {v: k for k, v in INPUT_OF_FIELD.items()}
 
 
@@ -141,6 +146,28 @@ def loss_plot(losses: list[float], width: int = 512, height: int = 256) -> torch
     return arr.to(bridge.intermediate_device())
 
 
+def training_bytes(generator: torch.nn.Module, clip: Any, config: AdaptConfig, device: torch.device) -> int:
+    """What to free before training: weights, gradients, Adam and activations (`nada.adaptation.memory`)."""
+    checkpointing = use_checkpointing(config, generator, device)
+    return nada_memory.training_bytes(generator, clip, config, device, checkpointing)
+
+
+def preview_batch(grids: list[Image.Image]) -> torch.Tensor:
+    """The preview grids of a run as a ComfyUI IMAGE batch [N, H, W, 3], oldest first."""
+    arrays = [torch.from_numpy(np.asarray(g.convert("RGB"), dtype=np.float32) / 255.0) for g in grids]
+    return torch.stack(arrays).to(bridge.intermediate_device())
+
+
+def loss_map(result: AdaptResult) -> dict[str, list[float]]:
+    """ComfyUI's LOSS_MAP (comfy_extras/nodes_train.py): {"loss": [total per step]}, which its Plot Loss
+    Graph node draws, plus each active loss term per step under its own name (unweighted)."""
+    meta = result.metadata
+    out = {"loss": [float(v) for v in meta.get("loss_history", [])]}
+    for term, values in meta.get("loss_terms", {}).items():
+        out[term] = [float("nan") if v is None else float(v) for v in values]
+    return out
+
+
 class NadaAdapt:
     NODE_ID = "NADA_Adapt"
     DISPLAY_NAME = "NADA Adapt (StyleGAN-NADA)"
@@ -153,11 +180,13 @@ class NadaAdapt:
         "when the same inputs are queued again; raising steps continues the saved run."
     )
     SEARCH_ALIASES = ["stylegan nada", "domain adaptation", "clip guided", "train stylegan", "fine-tune gan"]
-    RETURN_TYPES = (GENERATOR, "IMAGE")
-    RETURN_NAMES = ("generator", "loss_plot")
+    RETURN_TYPES = (GENERATOR, "IMAGE", LOSS_MAP, "IMAGE")
+    RETURN_NAMES = ("generator", "loss_plot", "loss", "previews")
     OUTPUT_TOOLTIPS = (
         "The adapted generator (a new one; the input is unchanged).",
         "The loss curve of the run as an image.",
+        "The loss per step for ComfyUI's Plot Loss Graph node ('loss': the total), with each loss term too.",
+        "The preview grids of the run (before, every preview_every steps, after) as an IMAGE batch.",
     )
     FUNCTION = "adapt"
 
@@ -232,6 +261,17 @@ class NadaAdapt:
                 ),
             },
         )
+        optional |= {name: config_input(field) for field, name in GPU_FIELDS.items()}
+        optional["unload_all_models"] = (
+            "BOOLEAN",
+            {
+                "default": False,
+                "tooltip": (
+                    "Unload every other model from the GPU before training (off: only as many as this run needs, "
+                    "estimated from the resolution, batch and CLIP models)."
+                ),
+            },
+        )
         return {"required": required, "optional": optional}
 
     def adapt(
@@ -245,6 +285,7 @@ class NadaAdapt:
         save_every=0,
         keep_last=2,
         autosave_limit_gb=0.0,
+        unload_all_models=False,
         **inputs,
     ):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -287,13 +328,17 @@ class NadaAdapt:
                 last_text[0] = now
                 bridge.send_text(f"step {p.step}/{p.total} · loss {p.loss:.4f} · {p.it_per_s:.2f} it/s", node_id)
 
+        grids: list[Image.Image] = []
+
         def on_preview(step: int, images: torch.Tensor) -> None:
-            progress.update(step, preview=nada_images.image_grid(images))
+            grids.append(nada_images.image_grid(images))
+            progress.update(step, preview=grids[-1])
 
         def should_stop() -> bool:
             return progress.interrupted or bridge.interrupt_requested()
 
-        bridge.free_memory(training_bytes(generator, clip), device)
+        needed = training_bytes(generator, clip, config, device)
+        bridge.make_room(needed, device, everything=bool(unload_all_models), advice=f"if it runs out: {MEMORY_FIXES}")
         bridge.send_event(EVENT_START, {"node": node_id, "total": steps, "layers": nada_layers.all_units(generator)})
         # ComfyUI runs nodes under torch.inference_mode(); training needs autograd (nada.adapt also
         # guards this and makes its trainable copy inside the block).
@@ -313,12 +358,22 @@ class NadaAdapt:
                 )
             except ConfigError as e:  # found when the run meets the generator (e.g. auto_k too large)
                 raise node_error(e) from None
+            except AdaptOutOfMemory as e:
+                where = f" They are saved in {AUTOSAVE_DIR}/{e.saved.name}." if e.saved is not None else ""
+                raise bridge.NodeError(f"{e}{where}") from None
             except AdaptError as e:
                 if e.saved is not None:
                     bridge.send_text(
                         f"failed at step {e.step}; last good weights in {AUTOSAVE_DIR}/{e.saved.name}", node_id
                     )
                 raise
+            except RuntimeError as e:  # out of memory before the first step (copying the models to the device)
+                if not is_out_of_memory(e):
+                    raise
+                raise bridge.NodeError(
+                    f"{device} ran out of memory before training started (about {needed / GIB:.1f} GiB needed): "
+                    f"{MEMORY_FIXES}, use one CLIP, or set unload_all_models on"
+                ) from None
             finally:
                 bridge.soft_empty_cache()
         if outcome.reused is not None:
@@ -331,15 +386,20 @@ class NadaAdapt:
             bridge.send_text(f"cancelled after {result.steps}/{steps} steps{saved}", node_id)
             bridge.raise_if_interrupted()  # clears ComfyUI's flag if the progress hook did not
             raise bridge.interrupt_exception_type()()
-        return self._outputs(result)
+        return self._outputs(result, grids)
 
     @staticmethod
-    def _outputs(result: AdaptResult):
+    def _outputs(result: AdaptResult, grids: list[Image.Image]):
         losses = [float(v) for v in result.metadata.get("loss_history", [])]  # as saved: same when reused
         ui = {"nada_loss": losses}
         if result.config.auto:
             ui["nada_layers"] = list(result.metadata.get("trained_units", []))
-        return {"ui": ui, "result": (result.generator, loss_plot(losses))}
+        if not grids:  # reused, or previews off: the result's own grid, so the output is never empty
+            cfg = result.config
+            seeds = list(range(max(1, cfg.preview_count)))
+            grids = [nada_images.image_grid(nada_sampling.sample(result.generator, seeds, cfg.preview_truncation))]
+        outputs = (result.generator, loss_plot(losses), loss_map(result), preview_batch(grids))
+        return {"ui": ui, "result": outputs}
 
 
 NADA_NODES = [NadaAdapt]

@@ -246,12 +246,57 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
 
 
-def free_memory(bytes_needed: int, device: torch.device) -> None:
-    """Ask ComfyUI to unload its own models until `bytes_needed` are free on `device`."""
+# Standalone only: a pretend amount of free device memory (bytes) that tests and dry runs set to see
+# what the nodes do when a model does not fit. None: the real free memory (CUDA) or unknown (CPU).
+_standalone_budget: dict[str, int | None] = {"free": None}
+
+
+def set_memory_budget(free_bytes: int | None) -> None:
+    """Outside ComfyUI: pretend that `free_bytes` are free on every device (None: measure)."""
+    _standalone_budget["free"] = None if free_bytes is None else int(free_bytes)
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Bytes free on `device` now (ComfyUI's count, which includes its own cache), None when unknown."""
     mm = _model_management()
     if mm is not None:
+        return int(mm.get_free_memory(device))
+    if _standalone_budget["free"] is not None:
+        return _standalone_budget["free"]
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def free_memory(bytes_needed: int, device: torch.device, everything: bool = False) -> int | None:
+    """Ask ComfyUI to unload its own models until `bytes_needed` are free on `device` (all of them with
+    `everything`); returns the bytes free afterwards (None when unknown, e.g. the CPU outside ComfyUI)."""
+    mm = _model_management()
+    if mm is not None:
+        if everything:
+            mm.unload_all_models()
         mm.free_memory(bytes_needed, device)
     soft_empty_cache()
+    return free_bytes(device)
+
+
+def make_room(
+    bytes_needed: int, device: torch.device, everything: bool = False, advice: str = "", minimum: int | None = None
+) -> int | None:
+    """Free memory for work that needs about `bytes_needed` on `device` (see `free_memory`). When not
+    even `minimum` (default: all of it) fits, say so on the node with `advice` (what to lower) and go
+    on: the estimate can be off, and an out-of-memory error later names the same fixes. Returns the
+    bytes free afterwards (None when unknown)."""
+    free = free_memory(bytes_needed, device, everything)
+    least = bytes_needed if minimum is None else minimum
+    if free is not None and free < least:
+        text = (
+            f"this needs about {least / 2**30:.2f} GiB on {device} but only {free / 2**30:.2f} GiB are free "
+            f"after unloading other models{'; ' + advice if advice else ''}"
+        )
+        log.warning("%s", text)
+        send_text(text)
+    return free
 
 
 def soft_empty_cache() -> None:
@@ -380,6 +425,24 @@ class Progress:
             self._bar.update_absolute(min(int(value), self.total), self.total, payload)
         except interrupt_exception_type():
             self.interrupted = True
+
+
+def chunk_progress(node_id: str | None = None) -> Callable[[int, int], None]:
+    """A `(done, total)` callback for engine work done in chunks (rendering, encoding): moves the node's
+    progress bar and raises the interrupt exception between chunks when Cancel was pressed."""
+    bars: dict[int, Progress] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = bars.get(total)
+        if bar is None:
+            bars.clear()
+            bar = bars[total] = Progress(total, node_id=node_id)
+        bar.update(done)
+        if bar.interrupted:
+            raise interrupt_exception_type()("processing interrupted")
+        raise_if_interrupted()
+
+    return update
 
 
 def sibling_json(path: str) -> str | None:

@@ -7,6 +7,7 @@ from nada import devices as nada_devices
 from nada import directions as nada_directions
 from nada import errors as nada_errors
 from nada import images as nada_images
+from nada.adaptation import memory as nada_memory
 
 from . import comfy_bridge as bridge
 from .types import CLIP, DIRECTION, GENERATOR
@@ -22,6 +23,16 @@ def _engine_images(images):
         return nada_images.from_hwc(images)
     except nada_errors.NadaError as e:
         raise bridge.NodeError(str(e)) from None
+
+
+def clip_on_run_device(clip, extra_bytes: int = 0):
+    """The CLIP (ensemble) on the run device in the precision the policy gives there (fp16 on CUDA for
+    auto, `ClipModel.on`), after freeing room for its weights plus `extra_bytes`: directions are made
+    where and how the training later runs, as on the command line."""
+    device = bridge.torch_device()
+    weights = sum(w for w, _ in nada_memory.clip_bytes(clip, device))  # in the precision it runs in there
+    bridge.make_room(weights + extra_bytes, device)
+    return nada_clip.as_ensemble(clip).on(device)
 
 
 def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowest: float, weight_tip: str) -> dict:
@@ -64,17 +75,25 @@ class LoadCLIP:
                 "pretrained": ("STRING", {"default": "openai", "tooltip": (
                     "open_clip pretrained tag used when weights is '(pretrained tag)', e.g. openai or "
                     "laion2b_s34b_b79k.")}),
-            }
+            },
+            "optional": {
+                "precision": (list(nada_clip.PRECISIONS), {"default": "auto", "tooltip": (
+                    "auto: fp16 on a CUDA GPU (LayerNorm in fp32, as open_clip and the paper's code), fp32 on "
+                    "the CPU; decided where the model runs, the same as the command line. fp32/fp16/bf16 force "
+                    "one everywhere.")}),
+            },
         }
 
-    def load(self, architecture, weights, pretrained):
+    def load(self, architecture, weights, pretrained, precision="auto"):
+        # The model rests on the offload device; `ClipModel.on` casts it to `precision`'s choice for the
+        # device it runs on (fp16 on CUDA for auto), the same function the CLI's models go through.
         if weights == PRETRAINED_CHOICE:
             clip = nada_clip.load_clip(architecture.strip(), pretrained.strip() or None,
-                                       device=bridge.offload_device())
+                                       device=bridge.offload_device(), precision=precision)
         else:
             path = bridge.full_path(bridge.OPEN_CLIP_FOLDER, weights)
             clip = nada_clip.load_clip(architecture.strip(), weights=path, config=bridge.sibling_json(path),
-                                       device=bridge.offload_device())
+                                       device=bridge.offload_device(), precision=precision)
         return (clip,)
 
 
@@ -145,7 +164,7 @@ class EncodePromptPair:
                 raise bridge.NodeError("custom templates: write one per line, each with {} where the text goes")
         else:
             chosen = templates
-        return (nada_directions.text_direction(clip, source, target, templates=chosen),)
+        return (nada_directions.text_direction(clip_on_run_device(clip), source, target, templates=chosen),)
 
 
 class ImageDirection:
@@ -182,12 +201,14 @@ class ImageDirection:
     def encode(self, clip, target_images, source_images=None, generator=None, source_samples=16):
         if source_images is not None:
             source = _engine_images(source_images)
-        elif generator is not None:
-            source = nada_devices.on_device(generator, bridge.torch_device())
-        else:
+        elif generator is None:
             raise bridge.NodeError("connect source_images or a generator (its samples stand for the source domain)")
+        clip = clip_on_run_device(clip, nada_memory.render_bytes(generator, 8) if source_images is None else 0)
+        if source_images is None:
+            source = nada_devices.on_device(generator, bridge.torch_device())
         direction = nada_directions.image_direction(
-            clip, _engine_images(target_images), source, source_samples=source_samples
+            clip, _engine_images(target_images), source, source_samples=source_samples,
+            progress=bridge.chunk_progress(),
         )
         return (direction,)
 

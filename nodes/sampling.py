@@ -14,6 +14,7 @@ import torch
 from nada import devices as nada_devices
 from nada import images as nada_images
 from nada import sampling as nada_sampling
+from nada.adaptation import memory as nada_memory
 
 from . import comfy_bridge as bridge
 from .types import GENERATOR, LATENT
@@ -26,6 +27,7 @@ NOISE_TOOLTIP = (
     "seed's own noise, 'none' turns it off."
 )
 PSI_TOOLTIP = "Truncation: 1 = the full variety, lower = closer to the average image (0.7 is the usual preview)."
+RENDER_ADVICE = "unload other models (ComfyUI's Unload Models button), or start ComfyUI with --cpu"
 CLASS_TOOLTIP = "Class for conditional generators (0..classes-1); -1 for unconditional ones."
 
 
@@ -47,6 +49,26 @@ def _latent_ws(latent) -> torch.Tensor:
 
 def _latent_seeds(latent) -> list[int] | None:
     return latent.get("seeds") if isinstance(latent, dict) else None
+
+
+def _render_setup(generator):
+    """(generator on the run device, images per chunk): room is freed for a full chunk; when less is free
+    the chunks get smaller instead of running out of memory (a warning when not even one image fits)."""
+    device = bridge.torch_device()
+    largest = nada_sampling.RENDER_BATCH
+    free = bridge.make_room(nada_memory.render_bytes(generator, largest), device,
+                            minimum=nada_memory.render_bytes(generator, 1), advice=RENDER_ADVICE)  # fmt: skip
+    return nada_devices.on_device(generator, device), nada_memory.render_batch(generator, free, largest)
+
+
+def _render(fn, *args, **kwargs) -> torch.Tensor:
+    """Run a render with progress and cancel between chunks, and name the fix when memory runs out."""
+    try:
+        return fn(*args, progress=bridge.chunk_progress(), **kwargs)
+    except RuntimeError as e:
+        if not nada_devices.is_out_of_memory(e):
+            raise
+        raise bridge.NodeError(f"out of memory while rendering: {RENDER_ADVICE}") from None
 
 
 def _check_latent(generator, latent) -> torch.Tensor:
@@ -119,10 +141,10 @@ class RenderLatent:
 
     def render(self, generator, latent, noise_mode):
         ws = _check_latent(generator, latent)
-        G = nada_devices.on_device(generator, bridge.torch_device())
+        G, chunk = _render_setup(generator)
         seeds = _latent_seeds(latent)
         seeds = seeds if seeds is not None and len(seeds) == ws.shape[0] else None
-        return (_to_image(nada_sampling.render(G, ws, noise_mode=noise_mode, seeds=seeds)),)
+        return (_to_image(_render(nada_sampling.render, G, ws, noise_mode=noise_mode, seeds=seeds, batch_size=chunk)),)
 
 
 class Sample:
@@ -144,9 +166,9 @@ class Sample:
         return spec
 
     def sample(self, generator, seeds, truncation_psi, noise_mode, class_index=-1):
-        G = nada_devices.on_device(generator, bridge.torch_device())
-        x = nada_sampling.sample(G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                               class_index=_class_index(class_index))
+        G, chunk = _render_setup(generator)
+        x = _render(nada_sampling.sample, G, seeds, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                    class_index=_class_index(class_index), batch_size=chunk)  # fmt: skip
         return (_to_image(x),)
 
 

@@ -12,3 +12,4 @@ CLIP = "NADA_CLIP"  # a nada CLIP model or ensemble
 DIRECTION = "NADA_DIRECTION"  # a CLIP-space direction
 ADAPTER = "NADA_ADAPTER"  # a list of (adapter, strength)
 ENCODER = "NADA_ENCODER"  # a nada.Encoder (pSp / e4e / ReStyle)
+LOSS_MAP = "LOSS_MAP"  # ComfyUI's own: {"loss": [float per step]}, drawn by its Plot Loss Graph node (nodes_train.py)

@@ -4,12 +4,13 @@
 from .config import PARAMETERIZATIONS, AdaptConfig, Option
 from .parameterizations import Parameterization, make_parameterization
 from .result import AdaptResult, adapter_of, attach_adapter
-from .run import AdaptError, AdaptProgress, adapt
+from .run import AdaptError, AdaptOutOfMemory, AdaptProgress, adapt
 
 __all__ = [
     "PARAMETERIZATIONS",
     "AdaptConfig",
     "AdaptError",
+    "AdaptOutOfMemory",
     "AdaptProgress",
     "AdaptResult",
     "Option",

@@ -23,6 +23,7 @@ PARAMETERIZATIONS = ("full", "lora", "modulation")
 # far less per step than full training. Measured with the tiny CLIP, 80 steps, 32 px generator, red->blue
 # and blue->green: these multipliers bring lora and modulation to the zero-shot and colour shift of full.
 PARAMETERIZATION_LR_SCALE = {"full": 1.0, "lora": 4.0, "modulation": 10.0}
+AUTOCAST_CHOICES = ("off", "bf16", "fp16")
 LOSS_FIELDS = ("lambda_direction", "lambda_global", "lambda_manifold", "lambda_patch")
 
 
@@ -154,6 +155,13 @@ class AdaptConfig:
         choices=PARAMETERIZATIONS,
     )
     rank: int = option(4, "lora: rank of the update of each conv weight", lo=1, hi=4096, ui_hi=256)
+    autocast: str = option(
+        "off",
+        "generator precision: off = float32 (the paper); bf16 or fp16 = mixed precision autocast of the "
+        "generator's convolutions (less memory and faster on GPUs; fp16 can underflow, prefer bf16)",
+        kind="choice",
+        choices=AUTOCAST_CHOICES,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):

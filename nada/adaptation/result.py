@@ -54,6 +54,8 @@ class AdaptResult:
     loss_history: list[float]
     selection_history: list[dict[str, Any]]
     state: dict[str, Any] | None = None
+    # {term: [value per step]}, unweighted as in AdaptProgress.terms; None for steps whose terms are unknown
+    term_history: dict[str, list[float | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -115,6 +117,7 @@ def build_result(
         "trained_units": trained,
         "selection_history": [dict(h) for h in run.selection_history],
         "loss_history": [round(v, 6) for v in run.loss_history],
+        "loss_terms": {k: [None if v is None else round(v, 6) for v in vs] for k, vs in run.term_history.items()},
         "base_fingerprint": inputs.base_fingerprint,
         "parameterization": cfg.parameterization,
     }
@@ -137,6 +140,7 @@ def build_result(
         steps=run.done,
         interrupted=interrupted,
         loss_history=list(run.loss_history),
+        term_history={k: list(v) for k, v in run.term_history.items()},
         selection_history=[dict(h) for h in run.selection_history],
         state=state,
     )

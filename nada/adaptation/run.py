@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from ..clip import as_ensemble
-from ..devices import default_device
+from ..devices import default_device, is_out_of_memory
 from ..errors import ConfigError, DirectionError, NadaError
 from .config import AdaptConfig
 from .result import AdaptResult, Provenance, build_result
@@ -86,6 +86,30 @@ class AdaptError(NadaError):
         self.step = step
         self.resumable = resumable  # the failure was not the numbers' (e.g. out of memory): continuing may work
         self.saved: Any = None
+
+
+class AdaptOutOfMemory(AdaptError):
+    """The device ran out of memory during a step. `result` holds the weights as of the last completed
+    step (the failed step applied no update), so `nada.runs` saves it like any failed run."""
+
+
+def out_of_memory_advice(cfg: AdaptConfig, G: nn.Module, device: torch.device, failed: int) -> str:
+    """What ran out and what to lower, in the order that saves the most memory for the least change."""
+    tips = [f"lower batch (now {cfg.batch}; the activations scale with it)"]
+    if cfg.gradient_checkpointing is not True:
+        tips.append("set gradient_checkpointing on")
+    if cfg.autocast == "off":
+        tips.append("set autocast to bf16")
+    if cfg.auto:
+        tips.append(f"lower select_batch (now {cfg.select_batch}) or use a layer preset instead of auto")
+    if cfg.lambda_patch > 0:
+        tips.append(f"lower patch_count (now {cfg.patch_count})")
+    tips.append("use one CLIP instead of an ensemble, or free other models first")
+    return (
+        f"{device} ran out of memory at step {failed} of {cfg.steps} ({G.config.img_resolution} px): "
+        + "; ".join(tips)
+        + f". No update was applied; the weights as of step {failed - 1} are kept."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +187,7 @@ def adapt(
                 interrupted = True
                 log.info("adaptation stopped by request after %d of %d steps", run.done, cfg.steps)
                 break
+            oom = False
             try:
                 value, terms = run.step()
             except NonFinite as e:
@@ -175,13 +200,24 @@ def adapt(
                     step=failed,
                 ) from None
             except Exception as e:  # the step in flight is lost, the steps before it are not
+                if not is_out_of_memory(e):
+                    failed = run.done + 1
+                    raise AdaptError(
+                        f"the adaptation stopped at step {failed} of {cfg.steps}: {type(e).__name__}: {e}",
+                        result=result(),
+                        step=failed,
+                        resumable=True,
+                    ) from e
+                oom = True  # handled outside the except block, so the step's activations can be freed
+            if oom:
+                run.optim.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 failed = run.done + 1
-                raise AdaptError(
-                    f"the adaptation stopped at step {failed} of {cfg.steps}: {type(e).__name__}: {e}",
-                    result=result(),
-                    step=failed,
-                    resumable=True,
-                ) from e
+                log.warning("out of memory at step %d on %s", failed, device)
+                raise AdaptOutOfMemory(
+                    out_of_memory_advice(cfg, G, device, failed), result=result(), step=failed, resumable=True
+                )
             done = run.done
             elapsed = time.perf_counter() - start
             if callback is not None:

@@ -51,6 +51,16 @@ def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> b
     return bool(cfg.gradient_checkpointing)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def generator_autocast(cfg: AdaptConfig, device: torch.device) -> torch.autocast:
+    """The autocast context the generator's forward runs in (`cfg.autocast`; disabled for "off").
+    Weights, gradients and Adam stay float32; only the forward's matmuls and convolutions run in half."""
+    dtype = AUTOCAST_DTYPES.get(cfg.autocast)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def latents(G_frozen: nn.Module, batch: int, mixing: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """W+ [batch, num_ws, w_dim] for a batch: frozen mapping of seeded z (truncation 1), per-pair mixing."""
     z_dim, num_ws, c_dim = G_frozen.config.z_dim, G_frozen.config.num_ws, G_frozen.config.c_dim
@@ -109,9 +119,12 @@ class Run:
         self.w_indices: tuple[int, ...] | None = None
         self.selection_history: list[dict[str, Any]] = []
         self.loss_history: list[float] = []
+        # Each active loss term per step, unweighted (see `loss`); None where a resumed state had no terms.
+        self.term_history: dict[str, list[float | None]] = {}
 
     def synthesize(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
-        return self.parameterization.synthesize(self.G_train, ws, noise)
+        with generator_autocast(self.cfg, self.device):
+            return self.parameterization.synthesize(self.G_train, ws, noise).float()
 
     # -- losses ----------------------------------------------------------------------------------
 
@@ -212,7 +225,8 @@ class Run:
         with torch.no_grad():
             ws = latents(self.G_frozen, cfg.batch, cfg.mixing, rng, self.device)
             noise = self.G_frozen.synthesis.make_noise(cfg.batch, rng, self.device)
-            src = self.G_frozen.synthesis(ws, noise=noise)
+            with generator_autocast(cfg, self.device):
+                src = self.G_frozen.synthesis(ws, noise=noise).float()
         tgt = self.synthesize(ws, noise)
         loss, terms = self.loss(src, tgt)
         value = loss.item()
@@ -233,6 +247,8 @@ class Run:
             self.optim.state.clear()
         self.done = step + 1
         self.loss_history.append(value)
+        for k, v in terms.items():
+            self.term_history.setdefault(k, [None] * step).append(v)
         return value, terms
 
     def preview(self) -> torch.Tensor:
@@ -262,6 +278,7 @@ class Run:
             "w_indices": None if self.w_indices is None else list(self.w_indices),
             "selection_history": [dict(h) for h in self.selection_history],
             "loss_history": list(self.loss_history),
+            "term_history": {k: list(v) for k, v in self.term_history.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,3 +305,4 @@ class Run:
         self.w_indices = None if state["w_indices"] is None else tuple(state["w_indices"])
         self.selection_history = [dict(h) for h in state["selection_history"]]
         self.loss_history = [float(v) for v in state["loss_history"]]
+        self.term_history = {k: list(v) for k, v in state.get("term_history", {}).items()}

@@ -24,7 +24,8 @@ from .ensemble import (
     load_ensemble,
 )
 from .load import WEIGHT_SUFFIXES, ResolvedConfig, load_clip, read_state_dict, resolve_config, resolve_weights
-from .model import PRECISIONS, ClipModel
+from .model import ClipModel
+from .precision import PRECISIONS, cast_network, resolve_precision
 from .preprocess import OPENAI_MEAN, OPENAI_STD, clip_preprocess
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ClipSpec",
     "ResolvedConfig",
     "as_ensemble",
+    "cast_network",
     "clip_ensemble",
     "clip_preprocess",
     "encode_images",
@@ -46,5 +48,6 @@ __all__ = [
     "load_ensemble",
     "read_state_dict",
     "resolve_config",
+    "resolve_precision",
     "resolve_weights",
 ]

@@ -4,8 +4,9 @@ plain state dict read with `torch.load(weights_only=True)` after the resource ch
 `nada.torch_files` (zip bombs, overlapping strides, storages larger than the file); a local file never
 triggers a download.
 
-Precision: "auto" runs CLIP in float16 on CUDA (as the official code's OpenAI CLIP did) and in
-float32 elsewhere; "fp32", "fp16" and "bf16" force one. Half precision follows open_clip's recipe:
+Precision (`nada.clip.precision`): "auto" runs CLIP in float16 on CUDA (as the official code's OpenAI
+CLIP did) and in float32 elsewhere; "fp32", "fp16" and "bf16" force one; `ClipModel.on` applies the
+same policy when a model moves to another device. Half precision follows open_clip's recipe:
 linear, convolution and attention weights in half, LayerNorms computed in float32. Inputs are cast to
 the model's dtype after preprocessing and the embeddings come back as float32, so gradients flow
 from a half-precision CLIP into a float32 generator.
@@ -28,21 +29,14 @@ from torch import nn
 
 from ..errors import ClipError
 from ..torch_files import check_tensors_fit, check_torch_archive
-from .model import PRECISIONS, ClipModel
+from .model import ClipModel
+from .precision import cast_network, resolve_precision
 from .preprocess import OPENAI_MEAN, OPENAI_STD
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ClipError(f"precision {precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 def _read_json(path: Path) -> dict:
@@ -245,7 +239,7 @@ def load_clip(
       it, asking for no weights at all is an error.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    precision = _resolve_precision(precision, device)
+    requested, precision = precision, resolve_precision(precision, device)
     is_path = pretrained is not None and (
         os.path.isfile(pretrained) or Path(str(pretrained)).suffix.lower() in WEIGHT_SUFFIXES
     )
@@ -256,7 +250,9 @@ def load_clip(
     with torch.inference_mode(False):
         resolved = resolve_config(str(model), pretrained, config)
         weights = resolve_weights(resolved, pretrained, weights, cache_dir, random_weights)
-        return _build(resolved, weights, device, precision, name, mean, std)
+        clip = _build(resolved, weights, device, precision, name, mean, std)
+    clip.requested_precision = requested
+    return clip
 
 
 @dataclasses.dataclass
@@ -370,10 +366,8 @@ def _build(resolved: ResolvedConfig, weights, device, precision, name, mean, std
     net = _build_model(model_cfg, precision)
     if weights is not None:
         _load_weights(net, read_state_dict(weights), label, str(weights))
-    if precision in ("fp16", "bf16"):
-        from open_clip.model import convert_weights_to_lp
-
-        convert_weights_to_lp(net, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    if precision != "fp32":
+        cast_network(net, precision)
     net = net.to(device).eval().requires_grad_(False)
     size = model_cfg["vision_cfg"].get("image_size", 224)
     size = getattr(net.visual, "image_size", size)

@@ -12,9 +12,8 @@ from torch import nn
 
 from ..devices import same_device
 from ..errors import ClipError
+from .precision import cast_network, resolve_precision
 from .preprocess import clip_preprocess
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 class ClipModel:
@@ -23,6 +22,8 @@ class ClipModel:
     `name` labels the model in ensembles, directions and metadata. `image_size` is (H, W) of the
     model input; `mean`/`std`/`interpolation`/`resize_mode` are the model's own preprocessing.
     `source` records where it came from (architecture, pretrained tag, weights file, config).
+    `precision` is the concrete precision of the network now; `requested_precision` what was asked
+    ("auto" or a forced one), which `on` applies again on every device (see `nada.clip.precision`).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class ClipModel:
         fill: float = 0.0,
         precision: str = "fp32",
         source: Mapping[str, Any] | None = None,
+        requested_precision: str | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -49,6 +51,7 @@ class ClipModel:
         self.resize_mode = resize_mode
         self.fill = float(fill)
         self.precision = precision
+        self.requested_precision = requested_precision or precision
         self.source = dict(source or {})
         self._embed_dim: int | None = None
 
@@ -115,14 +118,21 @@ class ClipModel:
     def member_weights(self) -> dict[str, float]:
         return {self.name: 1.0}
 
-    def on(self, device: torch.device | str) -> ClipModel:
-        """This model on `device`: itself when already there, else a copy (this one is not moved)."""
+    def on(self, device: torch.device | str, precision: str | None = None) -> ClipModel:
+        """This model on `device` in the precision the policy gives there (`requested_precision`, or
+        `precision` when given): itself when nothing changes, else a moved and cast copy (this one is
+        never moved nor cast: ComfyUI caches it). The one way a CLIP reaches its run device."""
         device = torch.device(device)
-        if same_device(self.device, device):
+        requested = precision or self.requested_precision
+        concrete = resolve_precision(requested, device)
+        if same_device(self.device, device) and concrete == self.precision:
             return self
         with torch.inference_mode(False), torch.no_grad():
             other = copy.copy(self)
             other.model = copy.deepcopy(self.model).to(device)
+            if concrete != self.precision:
+                cast_network(other.model, concrete)
+        other.precision, other.requested_precision = concrete, requested
         return other
 
     def describe(self) -> dict[str, Any]:

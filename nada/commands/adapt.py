@@ -53,6 +53,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def add_clip_arguments(p: argparse.ArgumentParser) -> None:
+    from ..clip.precision import PRECISIONS
+
     g = p.add_argument_group("CLIP (repeat --clip for an ensemble; the other options pair with it by position)")
     g.add_argument(
         "--clip", action="append", default=None, help="open_clip architecture or model config JSON (default ViT-B-32)"
@@ -61,6 +63,8 @@ def add_clip_arguments(p: argparse.ArgumentParser) -> None:
                    help="open_clip pretrained tag (default openai; needs internet once) or a local weights file")  # fmt: skip
     g.add_argument("--clip-config", action="append", default=None, help="custom model config JSON")
     g.add_argument("--clip-weight", action="append", type=float, default=None, help="ensemble weight (default 1)")
+    g.add_argument("--clip-precision", choices=PRECISIONS, default="auto",
+                   help="CLIP precision: auto = fp16 on CUDA (LayerNorm in fp32), fp32 elsewhere (nada.clip.precision)")  # fmt: skip
 
 
 def _pad(values: Sequence | None, n: int, default, name: str) -> list:
@@ -82,7 +86,7 @@ def load_clip_ensemble(args: argparse.Namespace, device):
         if pt is None and cfg is None and not n.lower().endswith(".json"):
             pt = "openai"  # a built-in architecture without weights named: OpenAI's, as the paper
         specs.append({"model": n, "pretrained": pt, "config": cfg, "weight": w})
-    return load_ensemble(specs, device=device)
+    return load_ensemble(specs, device=device, precision=args.clip_precision)
 
 
 def run(args: argparse.Namespace) -> int:

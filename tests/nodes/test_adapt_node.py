@@ -36,7 +36,7 @@ def test_adapt_trains_a_copy_saves_it_and_reuses_it(pack, bridge, tiny_generator
         out = run_adapt(pack, tiny_generator, tiny_clip, tiny_direction, steps=3)
     finally:
         bridge.event_listeners.clear()
-    G2, plot = out["result"]
+    G2, plot, *_ = out["result"]
     assert_bit_identical(tiny_generator, before)
     changed = [k for k, v in G2.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(k.startswith("synthesis.") for k in changed)
@@ -105,5 +105,5 @@ def test_inference_tensors_from_a_loader_train(pack, bridge, tiny_generator, tin
         G_inf.load_state_dict(tiny_generator.state_dict())
         G_inf.eval().requires_grad_(False)
     assert next(G_inf.parameters()).is_inference()
-    G2, _ = run_adapt(pack, G_inf, tiny_clip, tiny_direction, steps=1, preview_every=0)["result"]
+    G2, *_ = run_adapt(pack, G_inf, tiny_clip, tiny_direction, steps=1, preview_every=0)["result"]
     assert not torch.equal(G2.synthesis.b8.conv0.weight, G_inf.synthesis.b8.conv0.weight)

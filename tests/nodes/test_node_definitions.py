@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Our own type names: spacepxl/ComfyUI-StyleGan passes other objects as STYLEGAN and STYLEGAN_LATENT, and
 # the canvas links any two sockets whose type strings are equal.
 CUSTOM_TYPES = {"NADA_STYLEGAN", "NADA_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER", "NADA_ENCODER"}
-CORE_TYPES = {"IMAGE", "MASK", "STRING"}
+CORE_TYPES = {"IMAGE", "MASK", "STRING", "LOSS_MAP"}
 OPTION_KEYS = {
     "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",
             "advanced"},
