@@ -205,13 +205,16 @@ def test_example_workflow_runs(comfy, object_info, path):
             assert im.size[0] >= 16 and im.size[1] >= 16
     adapt_ids = [nid for nid, node in prompt.items() if node["class_type"] == "NADA_Adapt"]
     for nid in adapt_ids:
+        texts = [t for node, t in result.texts if node == nid]
+        cached = {str(n) for e in result.of_type("execution_cached") for n in e.get("nodes", [])}
+        if nid in cached or any(t.startswith("reused ") for t in texts):
+            continue  # an earlier example ran the same adaptation: ComfyUI's cache or our autosave reuses it
         progress = [e for e in result.of_type("progress") if e.get("node") == nid]
         steps = prompt[nid]["inputs"]["steps"]
         assert progress and progress[-1]["value"] == progress[-1]["max"] == steps, progress[-3:]
         curve = [e for e in result.of_type("nada.adapt.progress") if str(e.get("node")) == nid]
         assert [e["step"] for e in curve] == list(range(1, steps + 1))
         assert all(isinstance(e["loss"], float) for e in curve)
-        texts = [t for node, t in result.texts if node == nid]
         assert any("loss" in t and "it/s" in t for t in texts), texts[-3:]
     print(f"{path.name}: {len(result.events)} events, {len(result.texts)} node texts, "
           f"{result.previews} previews, {len(saved_images)} images")
