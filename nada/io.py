@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import NadaError
+from .errors import FormatError, NadaError
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,16 @@ def unique_path(path: str | os.PathLike) -> Path:
         if not candidate.exists():
             return candidate
     raise NadaError(f"no free file name like {path} (100000 taken); clean up the folder")
+
+
+def read_model_file(path: str | os.PathLike, what: str = "a checkpoint file") -> bytes:
+    """The bytes of a model file, or a FormatError that says what is wrong with the path."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path} is a folder, not {what}") from None
+    except OSError as e:
+        raise FormatError(f"cannot read {path}: {e.strerror}") from None

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError
+from ..io import read_model_file
 from ..stylegan2.formats import rosinality
 from ..torch_files import load_torch_bytes
 from .backbones import Backbone, EqualLinear, StyleBlock, upsample_add
@@ -273,14 +274,7 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str | None = No
     default CPU). No code from the file runs; bad files raise FormatError naming the problem."""
     path = Path(path)
     where = path.name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a folder, not an encoder checkpoint") from None
-    except OSError as e:
-        raise FormatError(f"cannot read {path}: {e.strerror}") from None
+    data = read_model_file(path, "an encoder checkpoint")
     if data[:4] != b"PK\x03\x04" and data[:1] != b"\x80":
         raise FormatError(f"{where} ({len(data)} bytes) is not a PyTorch checkpoint; pSp/e4e/ReStyle encoders are .pt "
                           "files" + ("; it is empty" if not data else ""))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ...errors import ConfigError, FormatError
-from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes
+from ...io import FileExistsNadaError, atomic_write, atomic_write_bytes, read_model_file
 from ...stylegan3 import StyleGAN3Config, StyleGAN3Generator
 from ...stylegan3.config import FAMILY as FAMILY_STYLEGAN3
 from ...torch_files import load_torch_bytes, overlapping
@@ -119,21 +119,10 @@ def _build(cfg: GeneratorConfig | StyleGAN3Config, sd: dict[str, torch.Tensor], 
     return G.eval()
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a folder, not a checkpoint file") from None
-    except OSError as e:
-        raise FormatError(f"cannot read {path}: {e.strerror}") from None
-
-
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Generator:
     """Load a generator from any supported file; eval mode, gradients off, on `device`."""
     path = Path(path)
-    data = _read(path)
+    data = read_model_file(path)
     where = path.name
     try:
         G = _load(data, where)
