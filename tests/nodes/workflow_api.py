@@ -141,6 +141,13 @@ def validate_ui_workflow(workflow: dict[str, Any], defs: dict[str, dict[str, Any
         links[link_id] = (src, src_slot, dst, dst_slot, ltype)
         if src not in nodes or dst not in nodes:
             problems.append(f"link {link_id}: refers to a missing node")
+            continue
+        # The frontend checks both ends against the link table and "fixes" what disagrees (fixBadLinks).
+        outs, ins = nodes[src].get("outputs", []), nodes[dst].get("inputs", [])
+        if src_slot >= len(outs) or link_id not in (outs[src_slot].get("links") or []):
+            problems.append(f"link {link_id}: output slot {src_slot} of node {src} does not list it")
+        if dst_slot >= len(ins) or ins[dst_slot].get("link") != link_id:
+            problems.append(f"link {link_id}: input slot {dst_slot} of node {dst} is not connected to it")
     for node in workflow["nodes"]:
         where = f"node {node['id']} ({node['type']})"
         if node["type"] not in defs:
