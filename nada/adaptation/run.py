@@ -51,6 +51,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from torch import nn
 from ..clip import as_ensemble
 from ..devices import default_device
 from ..errors import ConfigError, DirectionError, NadaError
+from ..templates import PART_TEMPLATES, apply_templates
 from .config import AdaptConfig
 from .result import AdaptResult, Provenance, build_result
 from .step import Guide, NonFinite, Run
@@ -143,7 +145,7 @@ def adapt(
     if G.config.img_channels != 3:
         raise ConfigError(f"CLIP guidance needs an RGB generator; this one has {G.config.img_channels} channels")
     with torch.inference_mode(False):
-        run = Run(G, _guides(clip, direction, device, need_patch=cfg.lambda_patch > 0), cfg, device)
+        run = Run(G, _guides(clip, direction, device, cfg), cfg, device)
         if resume is not None:
             run.load_state_dict(resume)
             if run.done > cfg.steps:
@@ -201,8 +203,47 @@ def adapt(
         return result()
 
 
-def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -> list[Guide]:
+def make_run(
+    G: nn.Module,
+    clip: Any,
+    direction: Any,
+    config: AdaptConfig | None = None,
+    device: torch.device | str | None = None,
+) -> Run:
+    """The working state of an adaptation, for running steps yourself: `run.step(StepInputs(...))`
+    runs one step on given z, noise maps and crossovers (see `nada.adaptation.step.StepInputs`), e.g.
+    to compare with another implementation; `run.params` are the trained tensors, `run.optim` Adam."""
+    cfg = config or AdaptConfig()
+    device = torch.device(device) if device is not None else default_device()
+    with torch.inference_mode(False):
+        return Run(G, _guides(clip, direction, device, cfg), cfg, device)
+
+
+def _text_embedding(model: Any, text: str) -> torch.Tensor:
+    """[D] unit embedding of one text, made outside inference mode."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.nn.functional.normalize(model.encode_text([text])[0].float(), dim=-1).clone()
+
+
+def _official_patch_directions(model: Any, source: str, target: str) -> torch.Tensor:
+    """[P, D]: per part template p, the text direction of p(source) -> p(target) over the ImageNet
+    templates (the official code wraps each part prompt again)."""
+    rows = []
+    with torch.inference_mode(False), torch.no_grad():
+        for part in PART_TEMPLATES:
+            ts = torch.nn.functional.normalize(
+                model.encode_text(apply_templates(part.format(source), "imagenet")), dim=-1
+            )
+            tt = torch.nn.functional.normalize(
+                model.encode_text(apply_templates(part.format(target), "imagenet")), dim=-1
+            )
+            rows.append(torch.nn.functional.normalize((tt - ts).mean(0).float(), dim=-1))
+    return torch.stack(rows).clone()
+
+
+def _guides(clip: Any, direction: Any, device: torch.device, cfg: AdaptConfig) -> list[Guide]:
     """The ensemble's members on `device` (copies where needed, see `ClipModel.on`) with their vectors."""
+    need_patch = cfg.lambda_patch > 0
     ensemble = as_ensemble(clip)
     direction.check(ensemble)
     # A NaN direction would only surface as a "diverged" loss, whose advice (lower the learning
@@ -214,15 +255,33 @@ def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -
                 f"the direction contains NaN or Inf values (CLIP {m.name!r}); make it again with Encode Prompt "
                 "Pair or Image Direction from finite inputs"
             )
-    return [
-        Guide(
-            name=m.name,
-            weight=float(m.weight),
-            encode=m.model.encode_images,
-            direction=direction.vectors[m.name].to(device),
-            target=direction.targets[m.name].to(device),
-            source=direction.sources[m.name].to(device),
-            patch_directions=direction.patch[m.name].to(device) if need_patch else direction.vectors[m.name],
+    texts = direction.kind == "text"
+    if not texts and (cfg.text_targets == "official" or (need_patch and cfg.patch_templates != "parts")):
+        log.info(
+            "text_targets / patch_templates: a %s direction has no texts; the default targets are used", direction.kind
         )
-        for m in ensemble.on(device)
-    ]
+    antialias = cfg.clip_antialias == "on"
+    guides = []
+    for m in ensemble.on(device):
+        target = direction.targets[m.name].to(device)
+        global_target = select_target = target
+        patch = direction.patch[m.name] if need_patch else direction.vectors[m.name]
+        if texts and cfg.text_targets == "official":
+            global_target = _text_embedding(m.model, f"a {direction.provenance['target']}").to(device)
+            select_target = _text_embedding(m.model, direction.provenance["target"]).to(device)
+        if texts and need_patch and cfg.patch_templates == "parts_in_imagenet":
+            patch = _official_patch_directions(m.model, direction.provenance["source"], direction.provenance["target"])
+        guides.append(
+            Guide(
+                name=m.name,
+                weight=float(m.weight),
+                encode=functools.partial(m.model.encode_images, antialias=antialias),
+                direction=direction.vectors[m.name].to(device),
+                target=target,
+                source=direction.sources[m.name].to(device),
+                patch_directions=patch.to(device),
+                global_target=global_target,
+                select_target=select_target,
+            )
+        )
+    return guides
