@@ -132,10 +132,11 @@ def test_official_compatible_steps_match_the_official_step(clip):
     """Three steps (plain, mixed with a different crossover per generator, plain): the loss, the weights
     and Adam's moments of the official step.
 
-    Tolerances: loss 1e-5; weights 1e-5 wherever the gradient is above Adam's rounding floor (|g| >= 1e-6:
-    Adam divides each gradient by its own magnitude, so an element with |g| ~ eps = 1e-8 turns float32
-    rounding of the two (mathematically equal) computations into lr-sized differences; measured max
-    there ~2e-5); moments relative 1e-5 (the second as its square root, in gradient units).
+    Tolerances: loss 1e-5; weights 1e-5 wherever the gradient was above Adam's rounding floor at every
+    step (|g| >= 1e-6: Adam divides each gradient by its own magnitude, so an element whose gradient is
+    rounding noise of the two mathematically equal computations moves by a different fraction of lr;
+    against the real official code that is 91 of 13.1 M elements, max 2.1e-4); moments relative 1e-5
+    (the second as its square root, in gradient units).
     """
     G = _pretrained_like_generator()
     batch, lr = 2, 0.002
@@ -145,6 +146,7 @@ def test_official_compatible_steps_match_the_official_step(clip):
     ref = OfficialStep(G, clip, "red", "blue", lr)
     ref_params = dict(ref.G_train.named_parameters())
     assert set(run.params) == {n for n, p in ref_params.items() if p.requires_grad}
+    stable = {n: torch.ones_like(p, dtype=torch.bool) for n, p in run.params.items()}  # |g| >= 1e-6 so far
     for i, mixed in enumerate((False, True, False)):
         draws = _draws(G, seed=10 + i, batch=batch, mixed=mixed, same_noise=False)
         ours, _ = run.step(_inputs(batch, *draws))
@@ -153,8 +155,8 @@ def test_official_compatible_steps_match_the_official_step(clip):
         for name, p in run.params.items():
             q = ref_params[name]
             a, b = run.optim.state[p], ref.optim.state[q]
-            above_floor = b["exp_avg"].abs() >= 1e-6  # beta1 = 0: exp_avg is this step's gradient
-            assert (p.detach() - q.detach())[above_floor].abs().max() < TOL, (i, name)
+            stable[name] &= b["exp_avg"].abs() >= 1e-6  # beta1 = 0: exp_avg is this step's gradient
+            assert (p.detach() - q.detach())[stable[name]].abs().max() < TOL, (i, name)
             for x, y in ((a["exp_avg"], b["exp_avg"]), (a["exp_avg_sq"].sqrt(), b["exp_avg_sq"].sqrt())):
                 assert (x - y).abs().max() <= TOL * max(1.0, y.abs().max().item()), (i, name)
             assert int(a["step"]) == int(b["step"]) == i + 1
