@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import layers as layer_groups
 from ..errors import ConfigError
+from ..losses import DELTA_EPS
 
 OFFICIAL_LR_SCALE = 0.8  # g_reg_every / (g_reg_every + 1) with g_reg_every = 4 (nada-spec 2.11)
 OFFICIAL_BETAS = (0.0, 0.99**0.8)
@@ -217,7 +218,7 @@ class AdaptConfig:
         choices=("parts", "parts_in_imagenet"),
     )
     delta_floor: float = option(
-        1e-3,
+        DELTA_EPS,
         "floor on |dI| in the directional losses (keeps an unchanged pair finite); 0 = official: no floor, an "
         "exactly zero dI re-encodes the trainable image + 1e-6",
         kind="float",

@@ -8,21 +8,26 @@ How one step works (nada-spec 1, 2.3, 2.6-2.11, with this project's decisions; c
 1. z ~ N(0, I) for `batch` pairs from the run's seeded RNG; w = the *frozen* mapping of z (truncation 1).
    With `mixing` > 0 each pair, with that probability, gets a second w from a second z after a random
    crossover index; the frozen and the trainable image of a pair use the same W+ (the official code
-   draws a separate crossover per generator, so its pairs differ by more than the adaptation).
+   draws a separate crossover per generator, so its pairs differ by more than the adaptation:
+   `crossover="per_generator"`).
 2. The frozen and trainable synthesis networks render the same W+ with the *same* noise maps (the
-   official code draws independent noise, so dI also carries a noise component).
+   official code draws independent noise, so dI also carries a noise component: `noise="independent"`).
 3. Loss = sum over CLIP members m of weight_m * (lambda_direction * directional + lambda_global * global
    + lambda_manifold * manifold + lambda_patch * patch), see `nada.losses`.
 4. Adam over the trainable tensors only, lr * 0.8 and betas (0, 0.99 ** 0.8) (the official effective
    settings, a StyleGAN2 lazy-regularisation leftover), eps 1e-8, no weight decay, no EMA. Because the
    two generators start equal and share w and noise, dI is exactly zero at the first step; its
    gradient has a direction but no meaningful scale, so Adam's moments are reset after that step
-   (see `Run.step`; the official code never hits this because its noise maps differ).
+   (see `Run.step`; the official code never hits this because its noise maps differ: `adam_reset="never"`).
 5. With `layers="auto"`, before the step (every `select_every` steps) the k most relevant W+ indices are
    found (`nada.layers.select_w_indices`) and only the units reading them are trained this step.
    The selection loss is the global loss toward the target embedding of the direction: the target
    text (template-averaged) in text mode, the mean target-image embedding in image mode (the official
    code uses the text `target_class` even when the target is images; see nada-spec 2.9).
+
+Every difference from the official code is a switch of `AdaptConfig`; `compat="official"` sets them all
+to the official behaviour (docs/fidelity.md). `make_run` + `Run.step(StepInputs(...))` runs steps on
+given draws.
 
 Guarantees:
 
@@ -260,7 +265,7 @@ def _guides(clip: Any, direction: Any, device: torch.device, cfg: AdaptConfig) -
         log.info(
             "text_targets / patch_templates: a %s direction has no texts; the default targets are used", direction.kind
         )
-    antialias = cfg.clip_antialias == "on"
+    antialias = cfg.clip_antialias == "on"  # the default calls encode_images as every CLIP-like object takes it
     guides = []
     for m in ensemble.on(device):
         target = direction.targets[m.name].to(device)
@@ -275,7 +280,9 @@ def _guides(clip: Any, direction: Any, device: torch.device, cfg: AdaptConfig) -
             Guide(
                 name=m.name,
                 weight=float(m.weight),
-                encode=functools.partial(m.model.encode_images, antialias=antialias),
+                encode=m.model.encode_images
+                if antialias
+                else functools.partial(m.model.encode_images, antialias=False),
                 direction=direction.vectors[m.name].to(device),
                 target=target,
                 source=direction.sources[m.name].to(device),
