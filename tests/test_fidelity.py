@@ -224,3 +224,30 @@ def test_the_antialias_switch_changes_only_the_resize(clip):
     plain = _official_encode(clip, images)
     assert torch.allclose(clip.encode_images(images, antialias=False), plain, atol=1e-6)
     assert not torch.allclose(clip.encode_images(images), plain, atol=1e-4)
+
+
+def test_official_text_targets_and_patch_templates_use_the_official_prompts(clip):
+    from nada.templates import PART_TEMPLATES
+
+    G = make_generator(seed=0, resolution=16)
+    direction = text_direction(clip, "red", "blue")
+    cfg = AdaptConfig(compat="official", lambda_patch=1.0, patch_fraction=0.5)
+    (guide,) = make_run(G, clip, direction, cfg, device="cpu").guides
+    with torch.no_grad():
+        assert torch.allclose(
+            guide.global_target, F.normalize(clip.model.encode_text(clip.tokenizer(["a blue"]))[0], dim=-1), atol=1e-6
+        )
+        assert torch.allclose(
+            guide.select_target, F.normalize(clip.model.encode_text(clip.tokenizer(["blue"]))[0], dim=-1), atol=1e-6
+        )
+        # compute_text_direction(part(source), part(target)): each part prompt wrapped in the 79 templates
+        expected = torch.cat(
+            [_official_text_direction(clip, p.format("red"), p.format("blue")) for p in PART_TEMPLATES]
+        )
+    assert guide.patch_directions.shape == (len(PART_TEMPLATES), expected.shape[-1])
+    assert torch.allclose(guide.patch_directions, expected, atol=1e-5)
+    (ours,) = make_run(G, clip, direction, AdaptConfig(lambda_patch=1.0), device="cpu").guides
+    assert torch.equal(ours.global_target, ours.select_target) and torch.equal(
+        ours.global_target, direction.targets[clip.name]
+    )
+    assert not torch.allclose(ours.patch_directions, expected, atol=1e-3)
