@@ -187,12 +187,14 @@ class Run:
             with torch.no_grad():
                 e_src = g.encode(src_img)
             e_tgt = g.encode(tgt_img)
-            if cfg.delta_floor == 0 and bool((e_tgt - e_src).sum() == 0):
-                # official guard for an exactly unchanged batch (no floor): nudge the image instead
-                e_tgt = g.encode(tgt_img + 1e-6)
             member = tgt_img.new_zeros((), dtype=torch.float32)
             if cfg.lambda_direction > 0:
-                v = losses.directional_loss(e_src, e_tgt, g.direction, cfg.delta_floor)
+                e_dir = e_tgt
+                if cfg.delta_floor == 0 and bool((e_tgt - e_src).sum() == 0):
+                    # the official guard for an exactly unchanged batch (no floor): the directional
+                    # loss re-encodes the image nudged by 1e-6 (the other terms keep e_tgt)
+                    e_dir = g.encode(tgt_img + 1e-6)
+                v = losses.directional_loss(e_src, e_dir, g.direction, cfg.delta_floor)
                 member = member + cfg.lambda_direction * v
                 terms["direction"] += g.weight / weight_sum * v.item()
             if cfg.lambda_global > 0:
