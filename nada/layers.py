@@ -129,10 +129,25 @@ def unit_parameters(G: nn.Module, units: Sequence[str]) -> dict[str, nn.Paramete
     return out
 
 
-def w_index_units(G: nn.Module, candidates: Sequence[str]) -> dict[int, list[str]]:
-    """For each W+ index, the candidate units that read it (our corrected mapping, see module doc)."""
+def w_index_units(G: nn.Module, candidates: Sequence[str], mapping: str = "consumers") -> dict[int, list[str]]:
+    """For each W+ index, the candidate units it selects.
+
+    mapping "consumers": the units that read it (our corrected mapping, see module doc). "official"
+    (StyleGAN2 only): the official code's list [conv1, to_rgb1] + convs, index i -> item i, which is
+    one index ahead of the conv that reads it (b8.conv0 reads index 1 but is chosen by index 2) and
+    can pick the first ToRGB. Its length is num_ws, so every index maps to exactly one unit.
+    """
     cand = set(candidates)
-    return {i: [m for m in mods if m in cand] for i, mods in G.synthesis.w_index_consumers().items()}
+    consumers = G.synthesis.w_index_consumers()
+    if mapping == "official":
+        flat = [m for i in sorted(consumers) for m in consumers[i]]  # forward order
+        convs = [m for m in flat if not m.endswith(".torgb")]
+        torgbs = [m for m in flat if m.endswith(".torgb")]
+        if not torgbs or len(convs) + 1 != len(consumers):
+            raise ConfigError("w_mapping='official' exists for StyleGAN2 generators only; use w_mapping='consumers'")
+        order = [convs[0], torgbs[0], *convs[1:]]
+        return {i: [m] if m in cand else [] for i, m in enumerate(order)}
+    return {i: [m for m in mods if m in cand] for i, mods in consumers.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +169,7 @@ def select_w_indices(
     lr: float = 0.01,
     iters: int = 1,
     synthesize: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None,
+    mapping: str = "consumers",
 ) -> Selection:
     """nada-spec 2.9: move W+ codes with `iters` SGD steps on `loss_fn`; pick the k most moved indices.
 
@@ -161,10 +177,11 @@ def select_w_indices(
     gradients (the generator's parameter gradients are never computed here), so no parameter
     gradient is left behind for the main step. Ties are broken toward the lower index so the
     result does not depend on `topk`'s tie order. `synthesize(ws, noise)` renders with the trainable
-    weights (default `G_train.synthesis`; a parameterised run passes its own).
+    weights (default `G_train.synthesis`; a parameterised run passes its own). `mapping`: see
+    `w_index_units`.
     """
-    mapping = w_index_units(G_train, candidates)
-    eligible = [i for i, units in mapping.items() if units]
+    index_units = w_index_units(G_train, candidates, mapping)
+    eligible = [i for i, units in index_units.items() if units]
     if not 1 <= k <= len(eligible):
         raise ConfigError(
             f"auto_k must be in 1..{len(eligible)} for this generator and layer set (W+ indices whose "
@@ -187,7 +204,7 @@ def select_w_indices(
     scores = (w.detach() - w_init).abs().mean(dim=(0, 2)).float().cpu().tolist()
     ranked = sorted(eligible, key=lambda i: (-scores[i], i))
     indices = tuple(sorted(ranked[:k]))
-    chosen = {u for i in indices for u in mapping[i]}
+    chosen = {u for i in indices for u in index_units[i]}
     units = tuple(u for u in all_units(G_train) if u in chosen)
     return Selection(indices=indices, units=units, scores=tuple(scores))
 

@@ -22,7 +22,8 @@ import torch
 # the formula is the spec's exactly; the floor is far below the dI of a real pair after even one step.
 # It also bounds that first gradient (<= 1/floor per unit of embedding), which keeps a half-precision
 # CLIP backward from overflowing. `nada.adapt` resets Adam's moments after the first step, so the
-# arbitrary scale of that first gradient does not damp the steps after it.
+# arbitrary scale of that first gradient does not damp the steps after it. `AdaptConfig.delta_floor`
+# sets it per run (0 = the official code: no floor, and a re-encode when dI is exactly zero).
 DELTA_EPS = 1e-3
 
 

@@ -197,6 +197,15 @@ def test_run_keys_hold_only_what_changes_the_result(G, clip, direction, monkeypa
         "select_every": 2,
         "auto_k": 3,
         "autocast": "bf16",
+        "compat": "official",
+        "noise": "independent",
+        "crossover": "per_generator",
+        "adam_reset": "never",
+        "w_mapping": "official",
+        "text_targets": "official",
+        "patch_templates": "parts_in_imagenet",
+        "delta_floor": 0.0,
+        "clip_antialias": "off",
     }
     for field, value in different.items():
         assert runs.family_key(G, clip, direction, dataclasses.replace(base, **{field: value})) != key, field

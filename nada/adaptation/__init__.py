@@ -4,7 +4,8 @@
 from .config import PARAMETERIZATIONS, AdaptConfig, Option
 from .parameterizations import Parameterization, make_parameterization
 from .result import AdaptResult, adapter_of, attach_adapter
-from .run import AdaptError, AdaptOutOfMemory, AdaptProgress, adapt
+from .run import AdaptError, AdaptOutOfMemory, AdaptProgress, adapt, make_run
+from .step import StepInputs, draw_inputs
 
 __all__ = [
     "PARAMETERIZATIONS",
@@ -15,8 +16,11 @@ __all__ = [
     "AdaptResult",
     "Option",
     "Parameterization",
+    "StepInputs",
     "adapt",
     "adapter_of",
     "attach_adapter",
+    "draw_inputs",
     "make_parameterization",
+    "make_run",
 ]

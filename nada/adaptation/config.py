@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import layers as layer_groups
 from ..errors import ConfigError
+from ..losses import DELTA_EPS
 
 OFFICIAL_LR_SCALE = 0.8  # g_reg_every / (g_reg_every + 1) with g_reg_every = 4 (nada-spec 2.11)
 OFFICIAL_BETAS = (0.0, 0.99**0.8)
@@ -25,6 +26,18 @@ PARAMETERIZATIONS = ("full", "lora", "modulation")
 PARAMETERIZATION_LR_SCALE = {"full": 1.0, "lora": 4.0, "modulation": 10.0}
 AUTOCAST_CHOICES = ("off", "bf16", "fp16")
 LOSS_FIELDS = ("lambda_direction", "lambda_global", "lambda_manifold", "lambda_patch")
+# What `compat="official"` sets: every place where our default differs from the official code
+# (rinongal/StyleGAN-nada), at the official behaviour. docs/fidelity.md explains each one.
+OFFICIAL_SWITCHES = {
+    "noise": "independent",
+    "crossover": "per_generator",
+    "adam_reset": "never",
+    "w_mapping": "official",
+    "text_targets": "official",
+    "patch_templates": "parts_in_imagenet",
+    "delta_floor": 0.0,
+    "clip_antialias": "off",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,10 +175,77 @@ class AdaptConfig:
         kind="choice",
         choices=AUTOCAST_CHOICES,
     )
+    # The fidelity switches (docs/fidelity.md): each names one place where our default departs from
+    # the official code, with the official behaviour as the other choice.
+    compat: str = option(
+        "ours",
+        "official = every fidelity switch below set to the official code's behaviour (overrides them); "
+        "ours = the switches as given",
+        kind="choice",
+        choices=("ours", "official"),
+    )
+    noise: str = option(
+        "shared",
+        "noise maps of a pair: shared by the frozen and trainable image (dI is the adaptation only) or "
+        "independent (official: each generator draws its own)",
+        kind="choice",
+        choices=("shared", "independent"),
+    )
+    crossover: str = option(
+        "shared",
+        "style mixing draws: shared = a coin and a crossover per pair, used by both images; per_generator = "
+        "one coin per batch and one crossover per generator call (official)",
+        kind="choice",
+        choices=("shared", "per_generator"),
+    )
+    adam_reset: str = option(
+        "after_first_step",
+        "reset Adam's moments after the first step, whose dI is exactly zero with shared noise (never = official)",
+        kind="choice",
+        choices=("after_first_step", "never"),
+    )
+    w_mapping: str = option(
+        "consumers",
+        "auto: W+ index -> layers: consumers = the layers that read it; official = [conv1, to_rgb1, convs...], "
+        "shifted by one from the layers that read the index",
+        kind="choice",
+        choices=("consumers", "official"),
+    )
+    text_targets: str = option(
+        "templated",
+        "target text of the global loss and the layer selection: templated = the template-averaged target; "
+        "official = 'a {target}' for the global loss and the bare target for selection (text directions only)",
+        kind="choice",
+        choices=("templated", "official"),
+    )
+    patch_templates: str = option(
+        "parts",
+        "patch loss directions: parts = the part prompts as they are; parts_in_imagenet = each part prompt "
+        "wrapped again in the ImageNet templates (official; text directions only)",
+        kind="choice",
+        choices=("parts", "parts_in_imagenet"),
+    )
+    delta_floor: float = option(
+        DELTA_EPS,
+        "floor on |dI| in the directional losses (keeps an unchanged pair finite); 0 = official: no floor, an "
+        "exactly zero dI re-encodes the trainable image + 1e-6",
+        kind="float",
+        lo=0.0,
+        ui_step=0.0001,
+    )
+    clip_antialias: str = option(
+        "on",
+        "antialiased resize of the images for CLIP (on) or plain bicubic (off = official, torchvision < 0.17)",
+        kind="choice",
+        choices=("on", "off"),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
             object.__setattr__(self, "layers", tuple(self.layers))
+        if self.compat == "official":
+            for name, value in OFFICIAL_SWITCHES.items():
+                object.__setattr__(self, name, value)
         self.validate()
 
     def validate(self) -> None:

@@ -8,21 +8,26 @@ How one step works (nada-spec 1, 2.3, 2.6-2.11, with this project's decisions; c
 1. z ~ N(0, I) for `batch` pairs from the run's seeded RNG; w = the *frozen* mapping of z (truncation 1).
    With `mixing` > 0 each pair, with that probability, gets a second w from a second z after a random
    crossover index; the frozen and the trainable image of a pair use the same W+ (the official code
-   draws a separate crossover per generator, so its pairs differ by more than the adaptation).
+   draws a separate crossover per generator, so its pairs differ by more than the adaptation:
+   `crossover="per_generator"`).
 2. The frozen and trainable synthesis networks render the same W+ with the *same* noise maps (the
-   official code draws independent noise, so dI also carries a noise component).
+   official code draws independent noise, so dI also carries a noise component: `noise="independent"`).
 3. Loss = sum over CLIP members m of weight_m * (lambda_direction * directional + lambda_global * global
    + lambda_manifold * manifold + lambda_patch * patch), see `nada.losses`.
 4. Adam over the trainable tensors only, lr * 0.8 and betas (0, 0.99 ** 0.8) (the official effective
    settings, a StyleGAN2 lazy-regularisation leftover), eps 1e-8, no weight decay, no EMA. Because the
    two generators start equal and share w and noise, dI is exactly zero at the first step; its
    gradient has a direction but no meaningful scale, so Adam's moments are reset after that step
-   (see `Run.step`; the official code never hits this because its noise maps differ).
+   (see `Run.step`; the official code never hits this because its noise maps differ: `adam_reset="never"`).
 5. With `layers="auto"`, before the step (every `select_every` steps) the k most relevant W+ indices are
    found (`nada.layers.select_w_indices`) and only the units reading them are trained this step.
    The selection loss is the global loss toward the target embedding of the direction: the target
    text (template-averaged) in text mode, the mean target-image embedding in image mode (the official
    code uses the text `target_class` even when the target is images; see nada-spec 2.9).
+
+Every difference from the official code is a switch of `AdaptConfig`; `compat="official"` sets them all
+to the official behaviour (docs/fidelity.md). `make_run` + `Run.step(StepInputs(...))` runs steps on
+given draws.
 
 Guarantees:
 
@@ -51,6 +56,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,6 +68,7 @@ from torch import nn
 from ..clip import as_ensemble
 from ..devices import default_device, is_out_of_memory
 from ..errors import ConfigError, DirectionError, NadaError
+from ..templates import PART_TEMPLATES, apply_templates
 from .config import AdaptConfig
 from .result import AdaptResult, Provenance, build_result
 from .step import Guide, NonFinite, Run
@@ -167,7 +174,7 @@ def adapt(
     if G.config.img_channels != 3:
         raise ConfigError(f"CLIP guidance needs an RGB generator; this one has {G.config.img_channels} channels")
     with torch.inference_mode(False):
-        run = Run(G, _guides(clip, direction, device, need_patch=cfg.lambda_patch > 0), cfg, device)
+        run = Run(G, _guides(clip, direction, device, cfg), cfg, device)
         if resume is not None:
             run.load_state_dict(resume)
             if run.done > cfg.steps:
@@ -237,8 +244,47 @@ def adapt(
         return result()
 
 
-def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -> list[Guide]:
+def make_run(
+    G: nn.Module,
+    clip: Any,
+    direction: Any,
+    config: AdaptConfig | None = None,
+    device: torch.device | str | None = None,
+) -> Run:
+    """The working state of an adaptation, for running steps yourself: `run.step(StepInputs(...))`
+    runs one step on given z, noise maps and crossovers (see `nada.adaptation.step.StepInputs`), e.g.
+    to compare with another implementation; `run.params` are the trained tensors, `run.optim` Adam."""
+    cfg = config or AdaptConfig()
+    device = torch.device(device) if device is not None else default_device()
+    with torch.inference_mode(False):
+        return Run(G, _guides(clip, direction, device, cfg), cfg, device)
+
+
+def _text_embedding(model: Any, text: str) -> torch.Tensor:
+    """[D] unit embedding of one text, made outside inference mode."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.nn.functional.normalize(model.encode_text([text])[0].float(), dim=-1).clone()
+
+
+def _official_patch_directions(model: Any, source: str, target: str) -> torch.Tensor:
+    """[P, D]: per part template p, the text direction of p(source) -> p(target) over the ImageNet
+    templates (the official code wraps each part prompt again)."""
+    rows = []
+    with torch.inference_mode(False), torch.no_grad():
+        for part in PART_TEMPLATES:
+            ts = torch.nn.functional.normalize(
+                model.encode_text(apply_templates(part.format(source), "imagenet")), dim=-1
+            )
+            tt = torch.nn.functional.normalize(
+                model.encode_text(apply_templates(part.format(target), "imagenet")), dim=-1
+            )
+            rows.append(torch.nn.functional.normalize((tt - ts).mean(0).float(), dim=-1))
+    return torch.stack(rows).clone()
+
+
+def _guides(clip: Any, direction: Any, device: torch.device, cfg: AdaptConfig) -> list[Guide]:
     """The ensemble's members on `device` (copies where needed, see `ClipModel.on`) with their vectors."""
+    need_patch = cfg.lambda_patch > 0
     ensemble = as_ensemble(clip)
     direction.check(ensemble)
     # A NaN direction would only surface as a "diverged" loss, whose advice (lower the learning
@@ -250,15 +296,35 @@ def _guides(clip: Any, direction: Any, device: torch.device, need_patch: bool) -
                 f"the direction contains NaN or Inf values (CLIP {m.name!r}); make it again with Encode Prompt "
                 "Pair or Image Direction from finite inputs"
             )
-    return [
-        Guide(
-            name=m.name,
-            weight=float(m.weight),
-            encode=m.model.encode_images,
-            direction=direction.vectors[m.name].to(device),
-            target=direction.targets[m.name].to(device),
-            source=direction.sources[m.name].to(device),
-            patch_directions=direction.patch[m.name].to(device) if need_patch else direction.vectors[m.name],
+    texts = direction.kind == "text"
+    if not texts and (cfg.text_targets == "official" or (need_patch and cfg.patch_templates != "parts")):
+        log.info(
+            "text_targets / patch_templates: a %s direction has no texts; the default targets are used", direction.kind
         )
-        for m in ensemble.on(device)
-    ]
+    antialias = cfg.clip_antialias == "on"  # the default calls encode_images as every CLIP-like object takes it
+    guides = []
+    for m in ensemble.on(device):
+        target = direction.targets[m.name].to(device)
+        global_target = select_target = target
+        patch = direction.patch[m.name] if need_patch else direction.vectors[m.name]
+        if texts and cfg.text_targets == "official":
+            global_target = _text_embedding(m.model, f"a {direction.provenance['target']}").to(device)
+            select_target = _text_embedding(m.model, direction.provenance["target"]).to(device)
+        if texts and need_patch and cfg.patch_templates == "parts_in_imagenet":
+            patch = _official_patch_directions(m.model, direction.provenance["source"], direction.provenance["target"])
+        guides.append(
+            Guide(
+                name=m.name,
+                weight=float(m.weight),
+                encode=m.model.encode_images
+                if antialias
+                else functools.partial(m.model.encode_images, antialias=False),
+                direction=direction.vectors[m.name].to(device),
+                target=target,
+                source=direction.sources[m.name].to(device),
+                patch_directions=patch.to(device),
+                global_target=global_target,
+                select_target=select_target,
+            )
+        )
+    return guides

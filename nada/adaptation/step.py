@@ -40,9 +40,11 @@ class Guide:
     weight: float
     encode: Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [-1, 1] -> [B, D], differentiable
     direction: torch.Tensor  # [D] unit direction dT
-    target: torch.Tensor  # [D] target embedding (global loss, selection)
+    target: torch.Tensor  # [D] target embedding (manifold loss; global loss and selection by default)
     source: torch.Tensor  # [D] source embedding (manifold loss)
     patch_directions: torch.Tensor  # [P, D] directions of the patch loss
+    global_target: torch.Tensor  # [D] target of the global loss (`text_targets` switch)
+    select_target: torch.Tensor  # [D] target of the layer selection (`text_targets` switch)
 
 
 def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> bool:
@@ -61,24 +63,76 @@ def generator_autocast(cfg: AdaptConfig, device: torch.device) -> torch.autocast
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def latents(G_frozen: nn.Module, batch: int, mixing: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
-    """W+ [batch, num_ws, w_dim] for a batch: frozen mapping of seeded z (truncation 1), per-pair mixing."""
+@dataclasses.dataclass(frozen=True)
+class StepInputs:
+    """The random draws of one training step. Give them to `Run.step` to run a step on chosen draws
+    (e.g. to compare with another implementation); `draw_inputs` makes them from a seeded RNG.
+
+    A crossover index k means: W+ indices < k come from z, indices >= k from z2; k = num_ws is no
+    mixing. Each generator has its own crossover and noise maps (the same tensors when shared).
+    """
+
+    z: torch.Tensor  # [B, z_dim]
+    noise_frozen: list[torch.Tensor]  # one [B, 1, r, r] map per conv layer, for the frozen image
+    noise_train: list[torch.Tensor]  # the same for the trainable image
+    z2: torch.Tensor | None = None  # [B, z_dim] second latents of style mixing
+    crossover_frozen: torch.Tensor | None = None  # [B] int64, None = no mixing
+    crossover_train: torch.Tensor | None = None  # [B] int64, None = no mixing
+    c: torch.Tensor | None = None  # [B, c_dim] one-hot labels of a conditional generator
+
+
+def draw_inputs(
+    G_frozen: nn.Module,
+    batch: int,
+    mixing: float,
+    noise: str,
+    crossover: str,
+    rng: torch.Generator,
+    device: torch.device,
+) -> StepInputs:
+    """The draws of a step from `rng`, in a fixed order (z, c, mixing, noise) so the default switches
+    keep the bits of earlier releases. `noise`/`crossover` are the AdaptConfig switches."""
     z_dim, num_ws, c_dim = G_frozen.config.z_dim, G_frozen.config.num_ws, G_frozen.config.c_dim
     z = torch.randn(batch, z_dim, generator=rng)
     c = None
     if c_dim:
         c = torch.nn.functional.one_hot(torch.randint(c_dim, (batch,), generator=rng), c_dim).float()
-        c = c.to(device)
-    ws = G_frozen.mapping(z.to(device), c)
+    z2 = cross_f = cross_t = None
     if mixing > 0:
         z2 = torch.randn(batch, z_dim, generator=rng)
-        mix = torch.rand(batch, generator=rng) < mixing
-        cross = torch.randint(1, max(2, num_ws), (batch,), generator=rng)
-        cross = torch.where(mix, cross, torch.full_like(cross, num_ws))
-        ws2 = G_frozen.mapping(z2.to(device), c)
-        use2 = torch.arange(num_ws)[None, :] >= cross[:, None]  # [B, num_ws]
-        ws = torch.where(use2[:, :, None].to(device), ws2, ws)
-    return ws
+        if crossover == "shared":  # a coin and a crossover per pair, used by both images
+            mix = torch.rand(batch, generator=rng) < mixing
+            cross = torch.randint(1, max(2, num_ws), (batch,), generator=rng)
+            cross_f = cross_t = torch.where(mix, cross, torch.full_like(cross, num_ws))
+        elif bool(torch.rand((), generator=rng) < mixing):  # official: one coin per batch, one index per call
+            cross_f, cross_t = (
+                torch.randint(1, max(2, num_ws), (1,), generator=rng).expand(batch).clone() for _ in range(2)
+            )
+    noise_f = G_frozen.synthesis.make_noise(batch, rng, device)
+    noise_t = noise_f if noise == "shared" else G_frozen.synthesis.make_noise(batch, rng, device)
+    return StepInputs(z, noise_f, noise_t, z2, cross_f, cross_t, c)
+
+
+def frozen_and_trainable_ws(
+    G_frozen: nn.Module, inputs: StepInputs, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """W+ [B, num_ws, w_dim] of the frozen and of the trainable image: the frozen mapping (truncation 1)."""
+    c = None if inputs.c is None else inputs.c.to(device)
+    ws = G_frozen.mapping(inputs.z.to(device), c)
+    if inputs.z2 is None:
+        return ws, ws
+    ws2 = G_frozen.mapping(inputs.z2.to(device), c)
+    idx = torch.arange(ws.shape[1], device=device)[None, :]  # [1, num_ws]
+
+    def mixed(cross: torch.Tensor | None) -> torch.Tensor:
+        if cross is None:
+            return ws
+        return torch.where((idx >= cross.to(device)[:, None])[:, :, None], ws2, ws)
+
+    ws_f = mixed(inputs.crossover_frozen)
+    if inputs.crossover_train is inputs.crossover_frozen:
+        return ws_f, ws_f
+    return ws_f, mixed(inputs.crossover_train)
 
 
 class Run:
@@ -88,13 +142,18 @@ class Run:
         self.cfg = cfg
         self.device = device
         self.guides = guides
+        # The caller's generator is used as it is (its requires_grad flags untouched): it only ever
+        # runs under no_grad here.
         self.G_frozen = G if same_device(G.device, device) else trainable_copy(G, device)
-        self.G_frozen.requires_grad_(False)
         with torch.inference_mode(False):
             self.G_train = trainable_copy(G, device).train()
             self.G_train.requires_grad_(False)
             self.G_train.synthesis.gradient_checkpointing = use_checkpointing(cfg, G, device)
-            self.candidates = layer_groups.resolve_units(self.G_train, cfg.layers)
+            # The official W+ mapping can choose the first ToRGB, so it must be among the candidates.
+            official_auto = cfg.auto and cfg.w_mapping == "official"
+            self.candidates = layer_groups.resolve_units(
+                self.G_train, "all_with_torgb" if official_auto else cfg.layers
+            )
             if not self.candidates:
                 raise ConfigError(f"layers {cfg.layers!r} select nothing in this generator", field="layers")
             self.parameterization = make_parameterization(
@@ -106,7 +165,7 @@ class Run:
             )
         self.auto_k = cfg.auto_k if cfg.auto_k is not None else layer_groups.default_auto_k(G.config.num_ws)
         if cfg.auto:
-            eligible = sum(1 for u in layer_groups.w_index_units(G, self.candidates).values() if u)
+            eligible = sum(1 for u in layer_groups.w_index_units(G, self.candidates, cfg.w_mapping).values() if u)
             if self.auto_k > eligible:
                 raise ConfigError(
                     f"auto_k = {self.auto_k} but this generator has only {eligible} W+ indices with "
@@ -143,11 +202,16 @@ class Run:
             e_tgt = g.encode(tgt_img)
             member = tgt_img.new_zeros((), dtype=torch.float32)
             if cfg.lambda_direction > 0:
-                v = losses.directional_loss(e_src, e_tgt, g.direction)
+                e_dir = e_tgt
+                if cfg.delta_floor == 0 and bool((e_tgt - e_src).sum() == 0):
+                    # the official guard for an exactly unchanged batch (no floor): the directional
+                    # loss re-encodes the image nudged by 1e-6 (the other terms keep e_tgt)
+                    e_dir = g.encode(tgt_img + 1e-6)
+                v = losses.directional_loss(e_src, e_dir, g.direction, cfg.delta_floor)
                 member = member + cfg.lambda_direction * v
                 terms["direction"] += g.weight / weight_sum * v.item()
             if cfg.lambda_global > 0:
-                v = losses.global_loss(e_tgt, g.target)
+                v = losses.global_loss(e_tgt, g.global_target)
                 member = member + cfg.lambda_global * v
                 terms["global"] += g.weight / weight_sum * v.item()
             if cfg.lambda_manifold > 0:
@@ -158,14 +222,14 @@ class Run:
                 with torch.no_grad():
                     p_src = g.encode(losses.crop_patches(src_img, boxes))
                 p_tgt = g.encode(losses.crop_patches(tgt_img, boxes))
-                v = losses.patch_directional_loss(p_src, p_tgt, g.patch_directions)
+                v = losses.patch_directional_loss(p_src, p_tgt, g.patch_directions, cfg.delta_floor)
                 member = member + cfg.lambda_patch * v
                 terms["patch"] += g.weight / weight_sum * v.item()
             total = total + g.weight * member
         return total, {k: v for k, v in terms.items() if getattr(cfg, f"lambda_{k}") > 0}
 
     def selection_loss(self, images: torch.Tensor) -> torch.Tensor:
-        return sum(g.weight * losses.global_loss(g.encode(images), g.target) for g in self.guides)
+        return sum(g.weight * losses.global_loss(g.encode(images), g.select_target) for g in self.guides)
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -174,13 +238,14 @@ class Run:
         for p in self.params.values():  # the ranking needs W+ gradients only
             p.requires_grad_(False)
         rng = self.rng["select"]
+        drawn = draw_inputs(self.G_frozen, cfg.select_batch, 0.0, "shared", "shared", rng, self.device)
         with torch.no_grad():
-            ws = latents(self.G_frozen, cfg.select_batch, 0.0, rng, self.device)
-        noise = self.G_frozen.synthesis.make_noise(cfg.select_batch, rng, self.device)
+            ws = frozen_and_trainable_ws(self.G_frozen, drawn, self.device)[0]
+        noise = drawn.noise_frozen
         try:
             sel = layer_groups.select_w_indices(
                 self.G_train, ws, noise, self.selection_loss, self.auto_k, self.candidates,
-                lr=cfg.select_lr, iters=cfg.select_iters, synthesize=self.synthesize,
+                lr=cfg.select_lr, iters=cfg.select_iters, synthesize=self.synthesize, mapping=cfg.w_mapping,
             )  # fmt: skip
         except FloatingPointError as e:
             raise NonFinite(f"the layer-selection loss is not finite ({e})") from None
@@ -190,8 +255,10 @@ class Run:
         for name, p in self.params.items():
             p.requires_grad_(name in trained)
 
-    def step(self) -> tuple[float, dict[str, float]]:
+    def step(self, inputs: StepInputs | None = None) -> tuple[float, dict[str, float]]:
         """Step number `self.done` (0-based); returns (loss, terms). Raises NonFinite before any update.
+
+        `inputs`: the step's draws (z, noise, crossovers); None draws them from the run's RNG.
 
         A step that raises leaves the run as it was before it (random streams and selection state
         restored), so `state_dict()` after a failure resumes with exactly the step that failed.
@@ -204,7 +271,7 @@ class Run:
             {k: p.requires_grad for k, p in self.params.items()},
         )
         try:
-            return self._step()
+            return self._step(inputs)
         except BaseException:
             rng, self.units, self.w_indices, selections, grad = boundary
             for k, g in self.rng.items():
@@ -214,20 +281,26 @@ class Run:
                 p.requires_grad_(grad[k])
             raise
 
-    def _step(self) -> tuple[float, dict[str, float]]:
+    def _step(self, inputs: StepInputs | None) -> tuple[float, dict[str, float]]:
         cfg, step = self.cfg, self.done
         if cfg.auto and step % cfg.select_every == 0:
             self.select(step)
         elif not cfg.auto and step == 0:
             for p in self.params.values():
                 p.requires_grad_(True)
-        rng = self.rng["train"]
+        if inputs is None:
+            inputs = draw_inputs(
+                self.G_frozen, cfg.batch, cfg.mixing, cfg.noise, cfg.crossover, self.rng["train"], self.device
+            )
+        noise_f = [n.to(self.device) for n in inputs.noise_frozen]
+        noise_t = (
+            noise_f if inputs.noise_train is inputs.noise_frozen else [n.to(self.device) for n in inputs.noise_train]
+        )
         with torch.no_grad():
-            ws = latents(self.G_frozen, cfg.batch, cfg.mixing, rng, self.device)
-            noise = self.G_frozen.synthesis.make_noise(cfg.batch, rng, self.device)
+            ws_f, ws_t = frozen_and_trainable_ws(self.G_frozen, inputs, self.device)
             with generator_autocast(cfg, self.device):
-                src = self.G_frozen.synthesis(ws, noise=noise).float()
-        tgt = self.synthesize(ws, noise)
+                src = self.G_frozen.synthesis(ws_f, noise=noise_f).float()
+        tgt = self.synthesize(ws_t, noise_t)
         loss, terms = self.loss(src, tgt)
         value = loss.item()
         if not math.isfinite(value):
@@ -238,7 +311,7 @@ class Run:
         if grads and not torch.isfinite(torch.stack([g.float().sum() for g in grads])).all():
             raise NonFinite("a gradient is not finite")
         self.optim.step()
-        if step == 0:
+        if step == 0 and cfg.adam_reset == "after_first_step":
             # At the first step the trainable generator still equals the frozen one, so every dI is
             # exactly zero: the gradient has a direction (along dT, see losses.DELTA_EPS) but an
             # arbitrary scale. Adam's first update is scale-free (lr * sign), but its second-moment

@@ -79,13 +79,15 @@ class ClipModel:
             self._embed_dim = int(self.encode_text(["a"]).shape[-1])
         return self._embed_dim
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, images: torch.Tensor, antialias: bool = True) -> torch.Tensor:
         """Generator images [B, 3, H, W] in [-1, 1] -> model input (see `clip_preprocess`), float32."""
         return clip_preprocess(
-            images, self.image_size, self.mean, self.std, self.interpolation, self.resize_mode, self.fill
+            images, self.image_size, self.mean, self.std, self.interpolation, self.resize_mode, self.fill, antialias
         )
 
-    def encode_images(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def encode_images(
+        self, images: torch.Tensor, batch_size: int | None = None, antialias: bool = True
+    ) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> [B, D] float32 unit embeddings; differentiable w.r.t. `images`.
 
         `batch_size` splits large batches to bound memory (gradients still flow through every chunk).
@@ -97,7 +99,7 @@ class ClipModel:
         step = batch_size or images.shape[0]
         out = []
         for i in range(0, images.shape[0], step):
-            x = self.preprocess(images[i : i + step].to(self.device)).to(self.dtype)
+            x = self.preprocess(images[i : i + step].to(self.device), antialias).to(self.dtype)
             out.append(self.model.encode_image(x).float())
         return F.normalize(torch.cat(out), dim=-1)
 
