@@ -146,6 +146,14 @@ class AdaptConfig:
         choices=("auto", True, False),
         affects_result=False,
     )
+    fused_modconv: bool | str = option(
+        "auto",
+        "the trainable generator's modulated convolutions as grouped (fused) ones: auto (fused on the CPU, "
+        "where it measured faster; non-fused on CUDA, as NVIDIA trains), on or off; same result up to float rounding",
+        kind="checkpointing",
+        choices=("auto", True, False),
+        affects_result=False,
+    )
     parameterization: str = option(
         "full",
         "full = train the weights (the paper); lora = low-rank weight updates; modulation = "

@@ -51,6 +51,19 @@ def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> b
     return bool(cfg.gradient_checkpointing)
 
 
+def use_fused_modconv(cfg: AdaptConfig, device: torch.device) -> bool:
+    """The form of the trainable generator's modulated convolutions (ops.modulated_conv2d).
+
+    On the CPU the fused form measured faster in the whole step (bench/bench_step_paths.py): oneDNN's
+    grouped convolution costs what the plain one does, and the non-fused form adds full-size scalings.
+    On CUDA "auto" follows NVIDIA's training code (non-fused while training); not measured here, the
+    same bench measures it with `--device cuda`.
+    """
+    if cfg.fused_modconv == "auto":
+        return device.type != "cuda"
+    return bool(cfg.fused_modconv)
+
+
 def latents(G_frozen: nn.Module, batch: int, mixing: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """W+ [batch, num_ws, w_dim] for a batch: frozen mapping of seeded z (truncation 1), per-pair mixing."""
     z_dim, num_ws, c_dim = G_frozen.config.z_dim, G_frozen.config.num_ws, G_frozen.config.c_dim
@@ -84,6 +97,8 @@ class Run:
             self.G_train = trainable_copy(G, device).train()
             self.G_train.requires_grad_(False)
             self.G_train.synthesis.gradient_checkpointing = use_checkpointing(cfg, G, device)
+            if hasattr(self.G_train.synthesis, "fused_modconv"):  # StyleGAN3's layers have one form
+                self.G_train.synthesis.fused_modconv = use_fused_modconv(cfg, device)
             self.candidates = layer_groups.resolve_units(self.G_train, cfg.layers)
             if not self.candidates:
                 raise ConfigError(f"layers {cfg.layers!r} select nothing in this generator", field="layers")
@@ -212,6 +227,7 @@ class Run:
         with torch.no_grad():
             ws = latents(self.G_frozen, cfg.batch, cfg.mixing, rng, self.device)
             noise = self.G_frozen.synthesis.make_noise(cfg.batch, rng, self.device)
+        with torch.inference_mode():  # ws and noise stay ordinary tensors: the trainable pass saves them
             src = self.G_frozen.synthesis(ws, noise=noise)
         tgt = self.synthesize(ws, noise)
         loss, terms = self.loss(src, tgt)
