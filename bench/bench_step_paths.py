@@ -2,12 +2,14 @@
 
     python bench/bench_step_paths.py --threads 2 --pairs 4       # paired step-time ratio
     python bench/bench_step_paths.py --threads 2 --profile       # where one step's time goes
+    python bench/bench_step_paths.py --threads 2 --only fused    # one form alone (time whole processes)
 
 Same setup as bench_adapt.py (256 px config-f generator and ViT-B-32, random weights, batch 2,
 `layers="all"`, no checkpointing). Two runs with identical seeds live in one process, one per form of
 the trainable generator's modulated convolution (`AdaptConfig.fused_modconv`); their steps alternate
 (fused, non-fused, fused, ...), so a drift of the machine's speed hits both alike. Printed: each
-pair's non-fused/fused time ratio and the median ratio. Not a test: the numbers depend on the machine.
+pair's non-fused/fused ratio of wall and of CPU time, and the medians. Not a test: the numbers
+depend on the machine.
 
 `--profile` times the phases of one step of the default (fused) run separately (frozen generator,
 trainable generator forward, CLIP forward and loss, CLIP backward, generator backward, Adam) and
@@ -41,14 +43,16 @@ def make_run(fused: bool, device: str):
     return run
 
 
-def timed_step(run, device: str) -> float:
+def timed_step(run, device: str) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one step. On a shared machine the CPU time is the
+    steadier figure: waiting for a core while other jobs run does not count."""
     import torch
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run.step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def phases(run) -> dict[str, float]:
@@ -90,6 +94,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--profile", action="store_true", help="profile the fused run instead of pairing")
+    ap.add_argument("--only", choices=("fused", "non-fused"), default=None,
+                    help="run one form for --pairs steps after a warm-up (for timing whole processes A/B)")  # fmt: skip
     args = ap.parse_args()
 
     import os
@@ -108,7 +114,7 @@ def main() -> None:
         timed_step(run, args.device)  # warm-up; also turns on the trained parameters' gradients
         rows = [phases(run) for _ in range(args.pairs)]
         total = statistics.median(sum(r.values()) for r in rows)
-        print(f"{'phase (median of ' + str(len(rows)) + ' steps)':<52}{'s':>8}{'share':>8}")
+        print(f"{'phase (wall s, median of ' + str(len(rows)) + ' steps)':<52}{'s':>8}{'share':>8}")
         for name in rows[0]:
             s = statistics.median(r[name] for r in rows)
             print(f"{name:<52}{s:>8.2f}{s / total:>8.0%}")
@@ -118,18 +124,28 @@ def main() -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40))
         return
 
+    if args.only:
+        run = make_run(args.only == "fused", args.device)
+        timed_step(run, args.device)  # warm-up
+        times = [timed_step(run, args.device) for _ in range(args.pairs)]
+        print(f"{args.only}: median step {statistics.median(t[0] for t in times):.2f} s wall, "
+              f"{statistics.median(t[1] for t in times):.2f} s CPU ({len(times)} steps)")  # fmt: skip
+        return
+
     runs = {True: make_run(True, args.device), False: make_run(False, args.device)}
     for run in runs.values():
         timed_step(run, args.device)  # warm-up
-    ratios = []
-    print(f"{'pair':<6}{'fused s':>10}{'non-fused s':>13}{'ratio':>8}")
+    wall, cpu = [], []
+    print(f"{'pair':<6}{'fused s':>10}{'non-fused s':>13}{'ratio':>8}{'fused cpu s':>14}{'non-fused cpu s':>17}{'ratio':>8}")
     for i in range(args.pairs):
-        a = timed_step(runs[True], args.device)
-        b = timed_step(runs[False], args.device)
-        ratios.append(b / a)
-        print(f"{i:<6}{a:>10.2f}{b:>13.2f}{b / a:>8.2f}")
-    print(f"\nmedian non-fused/fused step time: {statistics.median(ratios):.2f} "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f}, {len(ratios)} pairs)")  # fmt: skip
+        a, ac = timed_step(runs[True], args.device)
+        b, bc = timed_step(runs[False], args.device)
+        wall.append(b / a)
+        cpu.append(bc / ac)
+        print(f"{i:<6}{a:>10.2f}{b:>13.2f}{b / a:>8.2f}{ac:>14.2f}{bc:>17.2f}{bc / ac:>8.2f}")
+    for what, r in (("wall", wall), ("CPU", cpu)):
+        print(f"median non-fused/fused step {what} time: {statistics.median(r):.2f} "
+              f"(min {min(r):.2f}, max {max(r):.2f}, {len(r)} pairs)")  # fmt: skip
     # Same seeds and steps: the two runs differ only by float reassociation.
     drift = max(
         (pa - pb).abs().max().item()

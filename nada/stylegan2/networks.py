@@ -138,10 +138,11 @@ class SynthesisLayer(nn.Module):
         x = ops.modulated_conv2d(
             x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused
         )
+        # x is the convolution's own output (its backward does not need it): add into it in place.
         if noise is not None:
-            x = x + noise.to(x.dtype) * self.noise_strength
+            x = x.add_(noise.to(x.dtype) * self.noise_strength)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return ops.bias_act(x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp)
+        return ops.bias_act(x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp, inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -158,7 +159,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w)
         x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False, fused=fused)
-        return ops.bias_act(x, self.bias, clamp=self.conv_clamp)
+        return ops.bias_act(x, self.bias, clamp=self.conv_clamp, inplace=True)  # x: the conv's own output
 
 
 class SkipConv(nn.Module):
