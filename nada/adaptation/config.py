@@ -149,7 +149,7 @@ class AdaptConfig:
     fused_modconv: bool | str = option(
         "auto",
         "the trainable generator's modulated convolutions as grouped (fused) ones: auto (fused on the CPU, "
-        "where it measured faster; non-fused on CUDA, as NVIDIA trains), on or off; same result up to float rounding",
+        "non-fused on CUDA as NVIDIA trains), on or off; same result up to float rounding",
         kind="checkpointing",
         choices=("auto", True, False),
         affects_result=False,

@@ -54,10 +54,10 @@ def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> b
 def use_fused_modconv(cfg: AdaptConfig, device: torch.device) -> bool:
     """The form of the trainable generator's modulated convolutions (ops.modulated_conv2d).
 
-    On the CPU the fused form measured faster in the whole step (bench/bench_step_paths.py): oneDNN's
-    grouped convolution costs what the plain one does, and the non-fused form adds full-size scalings.
-    On CUDA "auto" follows NVIDIA's training code (non-fused while training); not measured here, the
-    same bench measures it with `--device cuda`.
+    On the CPU neither form measured clearly faster in the whole step (bench/README.md): "auto" keeps
+    the fused one there, whose results are bit-identical to the inference form's. On CUDA "auto"
+    follows NVIDIA's training code (non-fused while training); not measured here, bench/
+    bench_step_paths.py measures it with `--device cuda`.
     """
     if cfg.fused_modconv == "auto":
         return device.type != "cuda"
