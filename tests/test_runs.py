@@ -177,6 +177,7 @@ def test_run_keys_hold_only_what_changes_the_result(G, clip, direction, monkeypa
         "preview_count": 1,
         "preview_truncation": 0.5,
         "gradient_checkpointing": True,
+        "fused_modconv": False,
         "steps": 20,
     }
     for field, value in same.items():
