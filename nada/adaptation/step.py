@@ -51,19 +51,6 @@ def use_checkpointing(cfg: AdaptConfig, G: nn.Module, device: torch.device) -> b
     return bool(cfg.gradient_checkpointing)
 
 
-def use_fused_modconv(cfg: AdaptConfig, device: torch.device) -> bool:
-    """The form of the trainable generator's modulated convolutions (ops.modulated_conv2d).
-
-    On the CPU neither form measured clearly faster in the whole step (bench/README.md): "auto" keeps
-    the fused one there, whose results are bit-identical to the inference form's. On CUDA "auto"
-    follows NVIDIA's training code (non-fused while training); not measured here, bench/
-    bench_step_paths.py measures it with `--device cuda`.
-    """
-    if cfg.fused_modconv == "auto":
-        return device.type != "cuda"
-    return bool(cfg.fused_modconv)
-
-
 def latents(G_frozen: nn.Module, batch: int, mixing: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """W+ [batch, num_ws, w_dim] for a batch: frozen mapping of seeded z (truncation 1), per-pair mixing."""
     z_dim, num_ws, c_dim = G_frozen.config.z_dim, G_frozen.config.num_ws, G_frozen.config.c_dim
@@ -98,7 +85,7 @@ class Run:
             self.G_train.requires_grad_(False)
             self.G_train.synthesis.gradient_checkpointing = use_checkpointing(cfg, G, device)
             if hasattr(self.G_train.synthesis, "fused_modconv"):  # StyleGAN3's layers have one form
-                self.G_train.synthesis.fused_modconv = use_fused_modconv(cfg, device)
+                self.G_train.synthesis.fused_modconv = cfg.fused_modconv
             self.candidates = layer_groups.resolve_units(self.G_train, cfg.layers)
             if not self.candidates:
                 raise ConfigError(f"layers {cfg.layers!r} select nothing in this generator", field="layers")
