@@ -11,7 +11,7 @@ the trainable generator's modulated convolution (`AdaptConfig.fused_modconv`); t
 pair's non-fused/fused ratio of wall and of CPU time, and the medians. Not a test: the numbers
 depend on the machine.
 
-`--profile` times the phases of one step of the default (fused) run separately (frozen generator,
+`--profile` times the phases of one step of the default (non-fused) run separately (frozen generator,
 trainable generator forward, CLIP forward and loss, CLIP backward, generator backward, Adam) and
 prints torch.profiler's operator table for one whole step.
 """
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3, help="timed step pairs (after one warm-up step each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--profile", action="store_true", help="profile the fused run instead of pairing")
+    ap.add_argument("--profile", action="store_true", help="profile the default (non-fused) run instead of pairing")
     ap.add_argument("--only", choices=("fused", "non-fused"), default=None,
                     help="run one form for --pairs steps after a warm-up (for timing whole processes A/B)")  # fmt: skip
     args = ap.parse_args()
@@ -110,7 +110,7 @@ def main() -> None:
     print("256 px config-f generator, ViT-B-32 (random weights), batch 2, layers=all\n")
 
     if args.profile:
-        run = make_run(True, args.device)
+        run = make_run(False, args.device)  # the default form
         timed_step(run, args.device)  # warm-up; also turns on the trained parameters' gradients
         rows = [phases(run) for _ in range(args.pairs)]
         total = statistics.median(sum(r.values()) for r in rows)
