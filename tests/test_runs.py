@@ -197,6 +197,7 @@ def test_run_keys_hold_only_what_changes_the_result(G, clip, direction, monkeypa
         "select_every": 2,
         "auto_k": 3,
         "autocast": "bf16",
+        "fused_modconv": True,
         "compat": "official",
         "noise": "independent",
         "crossover": "per_generator",

@@ -160,6 +160,14 @@ class AdaptConfig:
         choices=("auto", True, False),
         affects_result=False,
     )
+    fused_modconv: bool = option(
+        False,
+        "train with the modulated convolutions fused into grouped ones (on) or as a shared-weight convolution "
+        "between two scalings (off: measured ~0.85x the step time on the CPU, and NVIDIA's training form); "
+        "same result up to float rounding (so part of the run key: a continued run keeps its bits)",
+        kind="checkpointing",
+        choices=(True, False),
+    )
     parameterization: str = option(
         "full",
         "full = train the weights (the paper); lora = low-rank weight updates; modulation = "

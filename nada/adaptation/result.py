@@ -94,6 +94,8 @@ def build_result(
         run.parameterization.bake(out)
     adapter = run.parameterization.to_adapter()
     out.synthesis.gradient_checkpointing = False
+    if hasattr(out.synthesis, "fused_modconv"):
+        out.synthesis.fused_modconv = True  # the inference form
     out.eval().requires_grad_(False)
     for p in out.parameters():
         p.grad = None

@@ -149,6 +149,8 @@ class Run:
             self.G_train = trainable_copy(G, device).train()
             self.G_train.requires_grad_(False)
             self.G_train.synthesis.gradient_checkpointing = use_checkpointing(cfg, G, device)
+            if hasattr(self.G_train.synthesis, "fused_modconv"):  # StyleGAN3's layers have one form
+                self.G_train.synthesis.fused_modconv = cfg.fused_modconv
             # The official W+ mapping can choose the first ToRGB, so it must be among the candidates.
             official_auto = cfg.auto and cfg.w_mapping == "official"
             self.candidates = layer_groups.resolve_units(
@@ -298,8 +300,9 @@ class Run:
         )
         with torch.no_grad():
             ws_f, ws_t = frozen_and_trainable_ws(self.G_frozen, inputs, self.device)
-            with generator_autocast(cfg, self.device):
-                src = self.G_frozen.synthesis(ws_f, noise=noise_f).float()
+        # ws and noise stay ordinary tensors: the trainable pass saves them for its backward
+        with torch.inference_mode(), generator_autocast(cfg, self.device):
+            src = self.G_frozen.synthesis(ws_f, noise=noise_f).float()
         tgt = self.synthesize(ws_t, noise_t)
         loss, terms = self.loss(src, tgt)
         value = loss.item()

@@ -130,14 +130,19 @@ class SynthesisLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.resample_filter = resample_filter
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, gain: float = 1.0):
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, gain: float = 1.0, fused: bool = True
+    ) -> torch.Tensor:
         styles = self.affine(w)
         f = None if self.resample_filter is None else self.resample_filter.to(x.device)
-        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f)
+        x = ops.modulated_conv2d(
+            x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused
+        )
+        # x is the convolution's own output (its backward does not need it): add into it in place.
         if noise is not None:
-            x = x + noise.to(x.dtype) * self.noise_strength
+            x = x.add_(noise.to(x.dtype) * self.noise_strength)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return ops.bias_act(x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp)
+        return ops.bias_act(x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp, inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -151,10 +156,10 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w)
-        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False)
-        return ops.bias_act(x, self.bias, clamp=self.conv_clamp)
+        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False, fused=fused)
+        return ops.bias_act(x, self.bias, clamp=self.conv_clamp, inplace=True)  # x: the conv's own output
 
 
 class SkipConv(nn.Module):
@@ -212,22 +217,23 @@ class SynthesisBlock(nn.Module):
         img: torch.Tensor | None,
         ws: torch.Tensor,  # [B, num_conv + num_torgb, w_dim]
         noise: list[torch.Tensor | None],  # one entry per conv layer of this block
+        fused: bool = True,  # see ops.modulated_conv2d
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            x = self.conv1(x, ws[:, 0], noise[0])
+            x = self.conv1(x, ws[:, 0], noise[0], fused=fused)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, ws[:, 0], noise[0])
-            x = self.conv1(x, ws[:, 1], noise[1], gain=math.sqrt(0.5))
+            x = self.conv0(x, ws[:, 0], noise[0], fused=fused)
+            x = self.conv1(x, ws[:, 1], noise[1], gain=math.sqrt(0.5), fused=fused)
             x = y + x
         else:
-            x = self.conv0(x, ws[:, 0], noise[0])
-            x = self.conv1(x, ws[:, 1], noise[1])
+            x = self.conv0(x, ws[:, 0], noise[0], fused=fused)
+            x = self.conv1(x, ws[:, 1], noise[1], fused=fused)
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter.to(img.device))
         if self.has_torgb:
-            y = self.torgb(x, ws[:, self.num_conv])
+            y = self.torgb(x, ws[:, self.num_conv], fused=fused)
             img = y if img is None else img + y
         return x, img
 
@@ -248,6 +254,9 @@ class SynthesisNetwork(nn.Module):
             block = SynthesisBlock(in_ch, cfg.channels[i], res, res == cfg.img_resolution, cfg, f)
             setattr(self, f"b{res}", block)
         self.gradient_checkpointing = False
+        # The modulated convolutions' form (ops.modulated_conv2d): the same numbers up to float
+        # reassociation; the adaptation may set False for its trainable copy where that is faster.
+        self.fused_modconv = True
 
     def blocks(self) -> list[tuple[str, SynthesisBlock]]:
         return [(f"b{res}", getattr(self, f"b{res}")) for res in self.block_resolutions]
@@ -327,9 +336,9 @@ class SynthesisNetwork(nn.Module):
             block_ws = ws[:, w_idx : w_idx + block.num_conv + block.num_torgb]
             block_noise = all_noise[n_idx : n_idx + block.num_conv]
             if self.gradient_checkpointing and torch.is_grad_enabled() and block.in_channels:
-                x, img = checkpoint(block, x, img, block_ws, block_noise, use_reentrant=False)
+                x, img = checkpoint(block, x, img, block_ws, block_noise, self.fused_modconv, use_reentrant=False)
             else:
-                x, img = block(x, img, block_ws, block_noise)
+                x, img = block(x, img, block_ws, block_noise, self.fused_modconv)
             w_idx += block.num_conv
             n_idx += block.num_conv
         return img
