@@ -69,17 +69,27 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, device {device}, batch {args.batch}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, device {device}, batch {args.batch}, threads {torch.get_num_threads()}, "
+        f"median of {args.repeats}"
+    )
     print(f"{'encoder':26} {'decoder':>7} {'encoder s':>10} {'step s':>8}")
     for res in (int(r) for r in args.resolutions.split(",")):
         G = Generator(GeneratorConfig(img_resolution=res)).eval().requires_grad_(False).to(device)
         for label, encoder_type, backbone in CASES:
             kind, head = ENCODER_TYPES[encoder_type]
             channels = 6 if kind.startswith("restyle") else 3
-            spec = EncoderSpec(kind=kind, encoder_type=encoder_type, backbone=backbone, head=head,
-                               input_channels=channels, num_ws=G.num_ws, w_dim=512, adds_latent_avg=True,
-                               decoder_resolution=res)
+            spec = EncoderSpec(
+                kind=kind,
+                encoder_type=encoder_type,
+                backbone=backbone,
+                head=head,
+                input_channels=channels,
+                num_ws=G.num_ws,
+                w_dim=512,
+                adds_latent_avg=True,
+                decoder_resolution=res,
+            )
             t_enc, t_step = _case(G, spec, args.batch, args.repeats, device)
             print(f"{label:26} {res:>5}px {t_enc:>10.3f} {t_step:>8.3f}", flush=True)
 

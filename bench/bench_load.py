@@ -52,8 +52,10 @@ def main() -> None:
             ("load_generator(.safetensors)", best_of(lambda: load_generator(ours), args.repeats), ours.stat().st_size),
             ("load_generator(rosinality .pt)", best_of(lambda: load_generator(ros), args.repeats), ros.stat().st_size),
         ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.resolution} px config-f "
-          f"({sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters), best of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.resolution} px config-f "
+        f"({sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters), best of {args.repeats}"
+    )
     print(f"{'what':<36}{'seconds':>10}{'vs torch.load':>15}{'file MB':>10}")
     for what, secs, size in rows:
         print(f"{what:<36}{secs:>10.3f}{secs / base:>15.2f}{size / 1e6:>10.1f}")

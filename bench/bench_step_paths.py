@@ -136,7 +136,9 @@ def main() -> None:
     for run in runs.values():
         timed_step(run, args.device)  # warm-up
     wall, cpu = [], []
-    print(f"{'pair':<6}{'fused s':>10}{'non-fused s':>13}{'ratio':>8}{'fused cpu s':>14}{'non-fused cpu s':>17}{'ratio':>8}")
+    print(
+        f"{'pair':<6}{'fused s':>10}{'non-fused s':>13}{'ratio':>8}{'fused cpu s':>14}{'non-fused cpu s':>17}{'ratio':>8}"
+    )
     for i in range(args.pairs):
         a, ac = timed_step(runs[True], args.device)
         b, bc = timed_step(runs[False], args.device)

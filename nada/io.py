@@ -90,9 +90,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def atomic_write(
-    path: str | os.PathLike, write: Callable[[BinaryIO], None], overwrite: bool = False
-) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], overwrite: bool = False) -> Path:
     """Call `write(file)` on a temp file next to `path`, then give it the final name atomically.
 
     Without `overwrite`, an existing `path` is an error, checked again at the final step so that a

@@ -123,7 +123,7 @@ Templates = str | Sequence[str] | None
 
 
 def resolve_templates(templates: Templates) -> tuple[str, ...]:
-    """"imagenet" -> the 79 templates; "none" or None -> ("{}",) (the text as typed); "part" -> the 15
+    """ "imagenet" -> the 79 templates; "none" or None -> ("{}",) (the text as typed); "part" -> the 15
     part templates; a list of strings -> that list (each must contain "{}" exactly once).
 
     A single string with "{}" is a one-template list. Custom lists keep their order; empty entries

@@ -33,8 +33,10 @@ def check_torch_archive(source: bytes | IO[bytes], size: int, where: str, error:
         raise error(f"{where} is a damaged or truncated PyTorch archive ({e}); re-download it") from None
     unpacked = sum(i.file_size for i in infos)
     if unpacked > 2 * size + (1 << 20):
-        raise error(f"{where} is a zip archive that expands to {unpacked} bytes from {size}; "
-                    "a PyTorch checkpoint is not compressed like that, so it is refused")
+        raise error(
+            f"{where} is a zip archive that expands to {unpacked} bytes from {size}; "
+            "a PyTorch checkpoint is not compressed like that, so it is refused"
+        )
     if not any(i.filename.endswith("data.pkl") for i in infos):
         raise error(f"{where} is a zip file but not a PyTorch checkpoint (no data.pkl)")
 
@@ -53,8 +55,10 @@ def check_tensors_fit(obj: Any, where: str, file_size: int, error: type[NadaErro
     def walk(x: Any, depth: int) -> None:
         if isinstance(x, torch.Tensor):
             if overlapping(x):
-                raise error(f"{where}: a tensor of shape {list(x.shape)} declares more values than the file "
-                            "stores (overlapping strides); the file is damaged or hostile and is refused")
+                raise error(
+                    f"{where}: a tensor of shape {list(x.shape)} declares more values than the file "
+                    "stores (overlapping strides); the file is damaged or hostile and is refused"
+                )
             st = x.untyped_storage()
             storages[st.data_ptr()] = st.nbytes()
         elif depth < 64:
@@ -69,8 +73,10 @@ def check_tensors_fit(obj: Any, where: str, file_size: int, error: type[NadaErro
     walk(obj, 0)
     declared = sum(storages.values())
     if declared > file_size:
-        raise error(f"{where} declares {declared} bytes of tensor data but the file has only {file_size}; "
-                    "it is damaged or hostile and is refused")
+        raise error(
+            f"{where} declares {declared} bytes of tensor data but the file has only {file_size}; "
+            "it is damaged or hostile and is refused"
+        )
 
 
 def load_torch_bytes(data: bytes, where: str, kind: str, error: type[NadaError]) -> Any:
@@ -91,7 +97,9 @@ def load_torch_bytes(data: bytes, where: str, kind: str, error: type[NadaError])
             "checkpoint never needs and which could run code from the file"
         ) from None
     except Exception as e:  # torch raises RuntimeError/ValueError/EOFError for damaged archives
-        raise error(f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
-                    "it may be truncated, re-download it") from None
+        raise error(
+            f"{where} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
+            "it may be truncated, re-download it"
+        ) from None
     check_tensors_fit(obj, where, len(data), error)
     return obj

@@ -143,12 +143,18 @@ def register_folders() -> None:
     loaders list them as "nada-demo/<file>" with nothing to copy."""
     _merge_folder(
         STYLEGAN_FOLDER,
-        [os.path.join(models_directory(), STYLEGAN_FOLDER), stylegan_output_directory(),
-         str(DEMO_ASSETS_DIR / STYLEGAN_FOLDER)],
+        [
+            os.path.join(models_directory(), STYLEGAN_FOLDER),
+            stylegan_output_directory(),
+            str(DEMO_ASSETS_DIR / STYLEGAN_FOLDER),
+        ],
         STYLEGAN_EXTENSIONS,
     )
-    _merge_folder(OPEN_CLIP_FOLDER, [os.path.join(models_directory(), OPEN_CLIP_FOLDER),
-                                     str(DEMO_ASSETS_DIR / OPEN_CLIP_FOLDER)], OPEN_CLIP_EXTENSIONS)
+    _merge_folder(
+        OPEN_CLIP_FOLDER,
+        [os.path.join(models_directory(), OPEN_CLIP_FOLDER), str(DEMO_ASSETS_DIR / OPEN_CLIP_FOLDER)],
+        OPEN_CLIP_EXTENSIONS,
+    )
     _merge_folder(
         ADAPTER_FOLDER,
         [os.path.join(models_directory(), ADAPTER_FOLDER), os.path.join(output_directory(), ADAPTER_FOLDER)],
@@ -203,8 +209,10 @@ def full_path(name: str, filename: str) -> str:
                     break
     if path is None:
         roots = ", ".join(folder_paths_of(name)) or "(none)"
-        raise NodeError(f"'{filename}' was not found in the {name} folders ({roots}); put the file there "
-                        f"and press Refresh (R) so the list is re-read")
+        raise NodeError(
+            f"'{filename}' was not found in the {name} folders ({roots}); put the file there "
+            f"and press Refresh (R) so the list is re-read"
+        )
     return path
 
 

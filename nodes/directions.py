@@ -42,8 +42,12 @@ def weighted_inputs(name: str, type_name: str, tips: tuple[str, str, str], lowes
         return ("FLOAT", {"default": 1.0, "min": lowest, "max": 10.0, "step": 0.05, "tooltip": weight_tip.format(n)})
 
     return {
-        "required": {f"{name}_1": (type_name, {"tooltip": tips[0]}), "weight_1": weight(1),
-                     f"{name}_2": (type_name, {"tooltip": tips[1]}), "weight_2": weight(2)},
+        "required": {
+            f"{name}_1": (type_name, {"tooltip": tips[0]}),
+            "weight_1": weight(1),
+            f"{name}_2": (type_name, {"tooltip": tips[1]}),
+            "weight_2": weight(2),
+        },
         "optional": {f"{name}_3": (type_name, {"tooltip": tips[2]}), "weight_3": weight(3)},
     }
 
@@ -67,20 +71,45 @@ class LoadCLIP:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "architecture": ("STRING", {"default": "ViT-B-32", "tooltip": (
-                    "open_clip architecture, e.g. ViT-B-32 or ViT-B-16 (the paper uses both together).")}),
-                "weights": ([PRETRAINED_CHOICE, *bridge.list_files(bridge.OPEN_CLIP_FOLDER)], {
-                    "default": PRETRAINED_CHOICE,
-                    "tooltip": "A weights file in models/open_clip, or the pretrained tag below."}),
-                "pretrained": ("STRING", {"default": "openai", "tooltip": (
-                    "open_clip pretrained tag used when weights is '(pretrained tag)', e.g. openai or "
-                    "laion2b_s34b_b79k.")}),
+                "architecture": (
+                    "STRING",
+                    {
+                        "default": "ViT-B-32",
+                        "tooltip": (
+                            "open_clip architecture, e.g. ViT-B-32 or ViT-B-16 (the paper uses both together)."
+                        ),
+                    },
+                ),
+                "weights": (
+                    [PRETRAINED_CHOICE, *bridge.list_files(bridge.OPEN_CLIP_FOLDER)],
+                    {
+                        "default": PRETRAINED_CHOICE,
+                        "tooltip": "A weights file in models/open_clip, or the pretrained tag below.",
+                    },
+                ),
+                "pretrained": (
+                    "STRING",
+                    {
+                        "default": "openai",
+                        "tooltip": (
+                            "open_clip pretrained tag used when weights is '(pretrained tag)', e.g. openai or "
+                            "laion2b_s34b_b79k."
+                        ),
+                    },
+                ),
             },
             "optional": {
-                "precision": (list(nada_clip.PRECISIONS), {"default": "auto", "tooltip": (
-                    "auto: fp16 on a CUDA GPU (LayerNorm in fp32, as open_clip and the paper's code), fp32 on "
-                    "the CPU; decided where the model runs, the same as the command line. fp32/fp16/bf16 force "
-                    "one everywhere.")}),
+                "precision": (
+                    list(nada_clip.PRECISIONS),
+                    {
+                        "default": "auto",
+                        "tooltip": (
+                            "auto: fp16 on a CUDA GPU (LayerNorm in fp32, as open_clip and the paper's code), fp32 on "
+                            "the CPU; decided where the model runs, the same as the command line. fp32/fp16/bf16 force "
+                            "one everywhere."
+                        ),
+                    },
+                ),
             },
         }
 
@@ -88,12 +117,18 @@ class LoadCLIP:
         # The model rests on the offload device; `ClipModel.on` casts it to `precision`'s choice for the
         # device it runs on (fp16 on CUDA for auto), the same function the CLI's models go through.
         if weights == PRETRAINED_CHOICE:
-            clip = nada_clip.load_clip(architecture.strip(), pretrained.strip() or None,
-                                       device=bridge.offload_device(), precision=precision)
+            clip = nada_clip.load_clip(
+                architecture.strip(), pretrained.strip() or None, device=bridge.offload_device(), precision=precision
+            )
         else:
             path = bridge.full_path(bridge.OPEN_CLIP_FOLDER, weights)
-            clip = nada_clip.load_clip(architecture.strip(), weights=path, config=bridge.sibling_json(path),
-                                       device=bridge.offload_device(), precision=precision)
+            clip = nada_clip.load_clip(
+                architecture.strip(),
+                weights=path,
+                config=bridge.sibling_json(path),
+                device=bridge.offload_device(),
+                precision=precision,
+            )
         return (clip,)
 
 
@@ -113,9 +148,13 @@ class CLIPEnsemble:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return weighted_inputs("clip", CLIP, ("First CLIP model (or ensemble).", "Second CLIP model (or "
-                               "ensemble).", "Optional third CLIP model."), 0.0, "Weight of CLIP {} in the loss "
-                               "(0 = leave it out).")
+        return weighted_inputs(
+            "clip",
+            CLIP,
+            ("First CLIP model (or ensemble).", "Second CLIP model (or ensemble).", "Optional third CLIP model."),
+            0.0,
+            "Weight of CLIP {} in the loss (0 = leave it out).",
+        )
 
     def combine(self, clip_1, weight_1, clip_2, weight_2, clip_3=None, weight_3=1.0):
         parts = [(clip_1, weight_1), (clip_2, weight_2)]
@@ -144,16 +183,30 @@ class EncodePromptPair:
             "required": {
                 "clip": (CLIP, {"tooltip": "The CLIP model or ensemble (the same one NADA Adapt uses)."}),
                 "source": ("STRING", {"default": "photo", "tooltip": "What the generator makes now, e.g. 'photo'."}),
-                "target": ("STRING", {"default": "pencil sketch",
-                                      "tooltip": "What it should make, e.g. 'pencil sketch'."}),
-                "templates": (TEMPLATE_CHOICES, {"default": "imagenet", "tooltip": (
-                    "imagenet: average over CLIP's 79 ImageNet prompt templates (the paper); none: the "
-                    "texts as typed; custom: your templates below.")}),
+                "target": (
+                    "STRING",
+                    {"default": "pencil sketch", "tooltip": "What it should make, e.g. 'pencil sketch'."},
+                ),
+                "templates": (
+                    TEMPLATE_CHOICES,
+                    {
+                        "default": "imagenet",
+                        "tooltip": (
+                            "imagenet: average over CLIP's 79 ImageNet prompt templates (the paper); none: the "
+                            "texts as typed; custom: your templates below."
+                        ),
+                    },
+                ),
             },
             "optional": {
-                "custom_templates": ("STRING", {"default": "a photo of a {}.\na drawing of a {}.", "multiline": True,
-                                                "tooltip": "One template per line with {} for the text "
-                                                           "(used when templates is 'custom')."}),
+                "custom_templates": (
+                    "STRING",
+                    {
+                        "default": "a photo of a {}.\na drawing of a {}.",
+                        "multiline": True,
+                        "tooltip": "One template per line with {} for the text (used when templates is 'custom').",
+                    },
+                ),
             },
         }
 
@@ -189,12 +242,21 @@ class ImageDirection:
                 "target_images": ("IMAGE", {"tooltip": "One or more images of the target domain or style."}),
             },
             "optional": {
-                "source_images": ("IMAGE", {"tooltip": "Images of the source domain; if absent, generator "
-                                                       "samples are used."}),
+                "source_images": (
+                    "IMAGE",
+                    {"tooltip": "Images of the source domain; if absent, generator samples are used."},
+                ),
                 "generator": (GENERATOR, {"tooltip": "Source of samples when no source images are given."}),
-                "source_samples": ("INT", {"default": 16, "min": 1, "max": 1024, "step": 1,
-                                           "tooltip": "How many generator samples (seeds 0..N-1) stand for "
-                                                      "the source domain."}),
+                "source_samples": (
+                    "INT",
+                    {
+                        "default": 16,
+                        "min": 1,
+                        "max": 1024,
+                        "step": 1,
+                        "tooltip": "How many generator samples (seeds 0..N-1) stand for the source domain.",
+                    },
+                ),
             },
         }
 
@@ -207,7 +269,10 @@ class ImageDirection:
         if source_images is None:
             source = nada_devices.on_device(generator, bridge.torch_device())
         direction = nada_directions.image_direction(
-            clip, _engine_images(target_images), source, source_samples=source_samples,
+            clip,
+            _engine_images(target_images),
+            source,
+            source_samples=source_samples,
             progress=bridge.chunk_progress(),
         )
         return (direction,)
@@ -229,8 +294,13 @@ class CombineDirections:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return weighted_inputs("direction", DIRECTION, ("First direction.", "Second direction.",
-                               "Optional third direction."), -10.0, "Weight of direction {} (negative moves away from it).")
+        return weighted_inputs(
+            "direction",
+            DIRECTION,
+            ("First direction.", "Second direction.", "Optional third direction."),
+            -10.0,
+            "Weight of direction {} (negative moves away from it).",
+        )
 
     def combine(self, direction_1, weight_1, direction_2, weight_2, direction_3=None, weight_3=1.0):
         parts = [(direction_1, weight_1), (direction_2, weight_2)]

@@ -82,15 +82,28 @@ class InvertImage:
             "required": {
                 "encoder": (ENCODER, {"tooltip": "An encoder from Load Encoder."}),
                 "images": ("IMAGE", {"tooltip": "Aligned face photos (or images of the encoder's domain)."}),
-                "n_iters": ("INT", {"default": 5, "min": 1, "max": 20, "step": 1,
-                                    "tooltip": "ReStyle refinement steps (5 is the authors' default); pSp and "
-                                               "e4e always make one pass and ignore this."}),
+                "n_iters": (
+                    "INT",
+                    {
+                        "default": 5,
+                        "min": 1,
+                        "max": 20,
+                        "step": 1,
+                        "tooltip": "ReStyle refinement steps (5 is the authors' default); pSp and "
+                        "e4e always make one pass and ignore this.",
+                    },
+                ),
             },
             "optional": {
-                "generator": (GENERATOR, {"tooltip": "The generator the encoder was trained with: Load Encoder's "
-                                                     "generator output (read again from the file when not "
-                                                     "connected). Not an adapted one: ReStyle compares its "
-                                                     "renderings with the photo."}),
+                "generator": (
+                    GENERATOR,
+                    {
+                        "tooltip": "The generator the encoder was trained with: Load Encoder's "
+                        "generator output (read again from the file when not "
+                        "connected). Not an adapted one: ReStyle compares its "
+                        "renderings with the photo."
+                    },
+                ),
             },
         }
 
@@ -108,13 +121,21 @@ class InvertImage:
         def should_stop() -> bool:
             return progress.interrupted or bridge.interrupt_requested()
 
-        result = nada_inversion.invert(enc, x, n_iters=total if enc.spec.iterative else None, generator=G,
-                                       callback=on_step, should_stop=should_stop)
+        result = nada_inversion.invert(
+            enc,
+            x,
+            n_iters=total if enc.spec.iterative else None,
+            generator=G,
+            callback=on_step,
+            should_stop=should_stop,
+        )
         if result.n_iters < total:
             bridge.raise_if_interrupted()  # clears ComfyUI's flag if the progress hook did not
             raise bridge.interrupt_exception_type()()
-        return ({"ws": result.latents, "seeds": None},
-                nada_images.to_hwc(result.images).to(bridge.intermediate_device()))
+        return (
+            {"ws": result.latents, "seeds": None},
+            nada_images.to_hwc(result.images).to(bridge.intermediate_device()),
+        )
 
 
 NADA_NODES = [LoadEncoder, InvertImage]

@@ -32,7 +32,9 @@ def _rgb(image: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE -> engine images [B, 3, H, W] in [-1, 1]; a grayscale or RGBA input is converted, and
     the node says so."""
     if image.ndim == 4 and image.shape[-1] in (1, 4):
-        what = "grayscale image: its channel is repeated to RGB" if image.shape[-1] == 1 else "RGBA image: alpha dropped"
+        what = (
+            "grayscale image: its channel is repeated to RGB" if image.shape[-1] == 1 else "RGBA image: alpha dropped"
+        )
         log.warning("Project Image got a %s", what)
         bridge.send_text(f"converted a {what}")
     return _engine_images(image)
@@ -62,31 +64,92 @@ class ProjectImage:
         weights = [NONE_CHOICE, *bridge.list_files(bridge.PERCEPTUAL_FOLDER)]
         return {
             "required": {
-                "generator": (GENERATOR, {"tooltip": "The generator to project into (the original, not the adapted one)."}),
-                "image": ("IMAGE", {"tooltip": "Square images, ideally at the generator's resolution (others are "
-                                               "resized); for faces, aligned crops like the training data."}),
-                "steps": ("INT", {"default": 300, "min": 0, "max": 10000, "step": 1,
-                                  "tooltip": "Optimisation steps: 100-300 from an encoder's latent, 500-1000 from scratch."}),
-                "space": (list(SPACES), {"default": "w+", "tooltip": (
-                    "w+: one w per layer, closest reconstruction; w: one w per image, stays on the generator's "
-                    "manifold, so adapted generators and edits behave better.")}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "step": 1,
-                                 "tooltip": "Seeds the random parts of the optimisation (the result repeats)."}),
+                "generator": (
+                    GENERATOR,
+                    {"tooltip": "The generator to project into (the original, not the adapted one)."},
+                ),
+                "image": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Square images, ideally at the generator's resolution (others are "
+                        "resized); for faces, aligned crops like the training data."
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 300,
+                        "min": 0,
+                        "max": 10000,
+                        "step": 1,
+                        "tooltip": "Optimisation steps: 100-300 from an encoder's latent, 500-1000 from scratch.",
+                    },
+                ),
+                "space": (
+                    list(SPACES),
+                    {
+                        "default": "w+",
+                        "tooltip": (
+                            "w+: one w per layer, closest reconstruction; w: one w per image, stays on the generator's "
+                            "manifold, so adapted generators and edits behave better."
+                        ),
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2**63 - 1,
+                        "step": 1,
+                        "tooltip": "Seeds the random parts of the optimisation (the result repeats).",
+                    },
+                ),
             },
             "optional": {
-                "latent_init": (LATENT, {"tooltip": "Start here instead of the average latent, e.g. Invert Image's output."}),
-                "clip": (CLIP, {"tooltip": "Adds the CLIP image-embedding distance to the loss (helps without LPIPS)."}),
-                "vgg16_weights": (weights, {"default": NONE_CHOICE, "tooltip": (
-                    "torchvision's VGG16 weights (vgg16-397923af.pth) in models/lpips: the loss becomes VGG16 "
-                    "features. (none) = pixels at several scales.")}),
-                "lpips_weights": (weights, {"default": NONE_CHOICE, "tooltip": (
-                    "The lpips package's vgg.pth in models/lpips: calibrates the VGG16 features into LPIPS "
-                    "(needs vgg16_weights).")}),
+                "latent_init": (
+                    LATENT,
+                    {"tooltip": "Start here instead of the average latent, e.g. Invert Image's output."},
+                ),
+                "clip": (
+                    CLIP,
+                    {"tooltip": "Adds the CLIP image-embedding distance to the loss (helps without LPIPS)."},
+                ),
+                "vgg16_weights": (
+                    weights,
+                    {
+                        "default": NONE_CHOICE,
+                        "tooltip": (
+                            "torchvision's VGG16 weights (vgg16-397923af.pth) in models/lpips: the loss becomes VGG16 "
+                            "features. (none) = pixels at several scales."
+                        ),
+                    },
+                ),
+                "lpips_weights": (
+                    weights,
+                    {
+                        "default": NONE_CHOICE,
+                        "tooltip": (
+                            "The lpips package's vgg.pth in models/lpips: calibrates the VGG16 features into LPIPS "
+                            "(needs vgg16_weights)."
+                        ),
+                    },
+                ),
             },
         }
 
-    def project(self, generator, image, steps, space, seed, latent_init=None, clip=None,
-                vgg16_weights=NONE_CHOICE, lpips_weights=NONE_CHOICE):
+    def project(
+        self,
+        generator,
+        image,
+        steps,
+        space,
+        seed,
+        latent_init=None,
+        clip=None,
+        vgg16_weights=NONE_CHOICE,
+        lpips_weights=NONE_CHOICE,
+    ):
         if image.ndim != 4 or image.shape[0] == 0:
             raise bridge.NodeError(f"Project Image needs at least one image; got an IMAGE of shape {list(image.shape)}")
         init = _check_latent(generator, latent_init) if latent_init is not None else None
@@ -117,16 +180,27 @@ class ProjectImage:
 
         G = nada_devices.on_device(generator, bridge.torch_device())
         try:
-            result = project_images(G, images, steps=steps, space=space, init=init, seed=seed, clip=clip,
-                                    perceptual_weights=paths, callback=on_step, should_stop=should_stop)
+            result = project_images(
+                G,
+                images,
+                steps=steps,
+                space=space,
+                init=init,
+                seed=seed,
+                clip=clip,
+                perceptual_weights=paths,
+                callback=on_step,
+                should_stop=should_stop,
+            )
         finally:
             bridge.soft_empty_cache()
         if result.interrupted:
             bridge.send_text(f"cancelled after {result.steps}/{steps} steps", node_id)
             bridge.raise_if_interrupted()  # clears ComfyUI's flag if the progress hook did not
             raise bridge.interrupt_exception_type()()
-        bridge.send_text(f"{result.steps} steps · {result.loss_name} loss {sum(result.losses) / len(result.losses):.4f}",
-                         node_id)
+        bridge.send_text(
+            f"{result.steps} steps · {result.loss_name} loss {sum(result.losses) / len(result.losses):.4f}", node_id
+        )
         recon = nada_images.to_hwc(result.images).to(bridge.intermediate_device())
         return ({"ws": result.latents, "seeds": None}, recon)
 

@@ -43,7 +43,9 @@ def _latent_ws(latent) -> torch.Tensor:
     """The W+ tensor of a STYLEGAN_LATENT dict or of a plain tensor ([num_ws, w_dim] gets a batch axis)."""
     ws = latent.get("ws") if isinstance(latent, dict) else latent
     if not isinstance(ws, torch.Tensor):
-        raise bridge.NodeError(f"expected a StyleGAN latent (W+ tensor [batch, num_ws, w_dim]), got {type(ws).__name__}")
+        raise bridge.NodeError(
+            f"expected a StyleGAN latent (W+ tensor [batch, num_ws, w_dim]), got {type(ws).__name__}"
+        )
     return ws[None] if ws.ndim == 2 else ws
 
 
@@ -103,7 +105,8 @@ class LatentFromSeed:
                 "generator": (GENERATOR, {"tooltip": "The generator whose mapping network makes the latents."}),
                 "seeds": ("STRING", {"default": "0-3", "tooltip": SEEDS_TOOLTIP}),
                 "truncation_psi": (
-                    "FLOAT", {"default": 0.7, "min": -2.0, "max": 2.0, "step": 0.05, "tooltip": PSI_TOOLTIP},
+                    "FLOAT",
+                    {"default": 0.7, "min": -2.0, "max": 2.0, "step": 0.05, "tooltip": PSI_TOOLTIP},
                 ),
             },
             "optional": {
@@ -191,12 +194,24 @@ class InterpolateLatents:
         return {
             "required": {
                 "latent": (LATENT, {"tooltip": "Keyframe latents (at least two), visited in batch order."}),
-                "frames": ("INT", {"default": 24, "min": 2, "max": 10000, "step": 1,
-                                   "tooltip": "Number of frames in the output, ends included."}),
-                "mode": (["lerp", "slerp"], {"default": "lerp",
-                                            "tooltip": "lerp: straight lines in W+ (usual); slerp: along the sphere."}),
-                "loop": ("BOOLEAN", {"default": False,
-                                     "tooltip": "Also go from the last keyframe back to the first (seamless loop)."}),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 24,
+                        "min": 2,
+                        "max": 10000,
+                        "step": 1,
+                        "tooltip": "Number of frames in the output, ends included.",
+                    },
+                ),
+                "mode": (
+                    ["lerp", "slerp"],
+                    {"default": "lerp", "tooltip": "lerp: straight lines in W+ (usual); slerp: along the sphere."},
+                ),
+                "loop": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "Also go from the last keyframe back to the first (seamless loop)."},
+                ),
             }
         }
 
@@ -227,8 +242,16 @@ class BlendGenerators:
             "required": {
                 "generator_a": (GENERATOR, {"tooltip": "The generator at alpha 0 (usually the original)."}),
                 "generator_b": (GENERATOR, {"tooltip": "The generator at alpha 1 (usually the adapted one)."}),
-                "alpha": ("FLOAT", {"default": 0.5, "min": -1.0, "max": 2.0, "step": 0.05,
-                                    "tooltip": "How far from A toward B; outside 0..1 extrapolates."}),
+                "alpha": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": -1.0,
+                        "max": 2.0,
+                        "step": 0.05,
+                        "tooltip": "How far from A toward B; outside 0..1 extrapolates.",
+                    },
+                ),
             }
         }
 

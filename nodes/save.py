@@ -36,12 +36,26 @@ class SaveGenerator:
         return {
             "required": {
                 "generator": (GENERATOR, {"tooltip": "The generator to save (e.g. from NADA Adapt)."}),
-                "filename_prefix": ("STRING", {"default": "nada/adapted", "tooltip": (
-                    "Name under output/stylegan/; a counter is appended so nothing is overwritten. "
-                    "Subfolders are allowed.")}),
-                "format": (list(FORMATS), {"default": "safetensors", "tooltip": (
-                    "safetensors: our format, loads back with all metadata. rosinality .pt: a g_ema state "
-                    "dict for rosinality's stylegan2-pytorch and tools built on it.")}),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "nada/adapted",
+                        "tooltip": (
+                            "Name under output/stylegan/; a counter is appended so nothing is overwritten. "
+                            "Subfolders are allowed."
+                        ),
+                    },
+                ),
+                "format": (
+                    list(FORMATS),
+                    {
+                        "default": "safetensors",
+                        "tooltip": (
+                            "safetensors: our format, loads back with all metadata. rosinality .pt: a g_ema state "
+                            "dict for rosinality's stylegan2-pytorch and tools built on it."
+                        ),
+                    },
+                ),
             }
         }
 

@@ -33,7 +33,9 @@ def clip(tmp_path_factory):
     CLIP that knows anything; the proof of adaptation below uses the trained tiny CLIP."""
     a = write_micro_clip(tmp_path_factory.mktemp("a"), seed=0)
     b = write_micro_clip(tmp_path_factory.mktemp("b"), seed=1)
-    return clip_ensemble([(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)])
+    return clip_ensemble(
+        [(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,8 @@ def test_loss_is_the_weighted_directional_loss_with_the_directions_vectors(G, cl
         ws = G.mapping(z)
         src, tgt = G.synthesis(ws, noise=noise), one.synthesis(ws, noise=noise)
         expected = sum(
-            m.weight * directional_loss(m.model.encode_images(src), m.model.encode_images(tgt), direction.vectors[m.name])
+            m.weight
+            * directional_loss(m.model.encode_images(src), m.model.encode_images(tgt), direction.vectors[m.name])
             for m in clip
         )
     # The history is stored rounded to 6 decimals (half a unit: 5e-7), and the recomputation here runs
@@ -225,7 +228,9 @@ def test_nan_stops_with_a_clear_error_and_the_last_good_weights(G, clip, directi
 def test_adaptive_selection_trains_only_the_selected_layers(G, clip, direction):
     snap = snapshot(G)
     progress = []
-    G2 = adapt(G, clip, direction, cfg(steps=1, layers="auto", auto_k=3), callback=progress.append, device="cpu").generator
+    G2 = adapt(
+        G, clip, direction, cfg(steps=1, layers="auto", auto_k=3), callback=progress.append, device="cpu"
+    ).generator
     meta = G2.metadata["adaptation"]
     (sel,) = meta["selection_history"]
     assert len(sel["w_indices"]) == 3 and progress[0].w_indices == tuple(sel["w_indices"])

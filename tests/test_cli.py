@@ -122,7 +122,9 @@ def test_config_from_args_round_trips_and_names_the_option_in_errors(tmp_path):
     base = ["adapt", "--generator", "g", "--out", "o"]
     options = "--layers b8,b16 --k 3 --gradient-checkpointing off --lambda-manifold 0.5 --select-every 4"
     cfg = config_from_args(adapt_parser().parse_args(base[1:] + options.split()), AdaptConfig)
-    expected = AdaptConfig(layers=("b8", "b16"), auto_k=3, gradient_checkpointing=False, lambda_manifold=0.5, select_every=4)
+    expected = AdaptConfig(
+        layers=("b8", "b16"), auto_k=3, gradient_checkpointing=False, lambda_manifold=0.5, select_every=4
+    )
     assert cfg == expected
     bad = adapt_parser().parse_args(base[1:] + ["--lr", "-1"])
     with pytest.raises(ConfigError, match=r"^--lr must be a finite number > 0") as info:

@@ -238,7 +238,9 @@ def test_half_precision_matches_fp32_and_keeps_layernorm_in_fp32(micro, clip, pr
     assert half.model.ln_final.weight.dtype == torch.float32
     x = _images(10, h=32, w=32)
     cos_img = F.cosine_similarity(half.encode_images(x), clip.encode_images(x))
-    cos_txt = F.cosine_similarity(half.encode_text(["red", "a blue square"]), clip.encode_text(["red", "a blue square"]))
+    cos_txt = F.cosine_similarity(
+        half.encode_text(["red", "a blue square"]), clip.encode_text(["red", "a blue square"])
+    )
     assert cos_img.min() > 0.99 and cos_txt.min() > 0.99
     xg = x.clone().requires_grad_(True)
     out = half.encode_images(xg)

@@ -40,19 +40,35 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
 PACK_DIR_NAME = "comfyui-nada"
 OUR_NODES = {
-    "NADA_LoadStyleGAN2", "NADA_LoadCLIP", "NADA_CLIPEnsemble", "NADA_EncodePromptPair", "NADA_ImageDirection",
-    "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample", "NADA_RenderLatent",
-    "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
+    "NADA_LoadStyleGAN2",
+    "NADA_LoadCLIP",
+    "NADA_CLIPEnsemble",
+    "NADA_EncodePromptPair",
+    "NADA_ImageDirection",
+    "NADA_CombineDirections",
+    "NADA_Adapt",
+    "NADA_LatentFromSeed",
+    "NADA_Sample",
+    "NADA_RenderLatent",
+    "NADA_InterpolateLatents",
+    "NADA_BlendGenerators",
+    "NADA_SaveGenerator",
 }
 # Console errors a stock ComfyUI 0.3.x page logs with no custom nodes at all (checked with
 # --disable-all-custom-nodes): a fresh user's missing files, the offline release check, and a
 # frontend settings bug. The image-guided example names an input image the user picks (404 until then).
 BASELINE_CONSOLE_ERRORS = (
-    "/user.css", "/favicon.ico", "/api/userdata", "ERR_NAME_NOT_RESOLVED", "ERR_INTERNET_DISCONNECTED",
-    "Cannot read properties of undefined (reading 'id')\n    at onChange", "/api/view?type=input&filename=style_reference.png",
+    "/user.css",
+    "/favicon.ico",
+    "/api/userdata",
+    "ERR_NAME_NOT_RESOLVED",
+    "ERR_INTERNET_DISCONNECTED",
+    "Cannot read properties of undefined (reading 'id')\n    at onChange",
+    "/api/view?type=input&filename=style_reference.png",
     # The example photo is not shipped (the user picks theirs), and offline the frontend cannot probe the
     # size of the model files the examples link in their `models` list.
-    "/api/view?type=input&filename=face.png", "Error fetching file size: TypeError: Failed to fetch",
+    "/api/view?type=input&filename=face.png",
+    "Error fetching file size: TypeError: Failed to fetch",
 )
 STARTUP_TIMEOUT = 240
 RUN_TIMEOUT = 300
@@ -91,9 +107,21 @@ def comfy(tmp_path_factory, pack):
     port = _free_port()
     log_path = base / "comfyui.log"
     cmd = [
-        os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
-        "--port", str(port), "--base-directory", str(base), "--extra-model-paths-config", str(yaml_path),
-        "--database-url", "sqlite:///:memory:", "--preview-method", "none",
+        os.environ.get("COMFYUI_PYTHON", sys.executable),
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--extra-model-paths-config",
+        str(yaml_path),
+        "--database-url",
+        "sqlite:///:memory:",
+        "--preview-method",
+        "none",
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w", encoding="utf-8") as log:
@@ -154,7 +182,8 @@ def test_stylegan_folder_keeps_user_paths_and_filters_extensions(comfy, object_i
     (base / "models" / "stylegan" / "notes.txt").write_text("not a model")
     client, _, _ = comfy
     choices = client.get_json("/object_info/NADA_LoadStyleGAN2")["NADA_LoadStyleGAN2"]["input"]["required"][
-        "model_name"][0]
+        "model_name"
+    ][0]
     assert "notes.txt" not in choices
 
 
@@ -219,8 +248,10 @@ def test_example_workflow_runs(comfy, object_info, path):
         assert [e["step"] for e in curve] == list(range(1, steps + 1))
         assert all(isinstance(e["loss"], float) for e in curve)
         assert any("loss" in t and "it/s" in t for t in texts), texts[-3:]
-    print(f"{path.name}: {len(result.events)} events, {len(result.texts)} node texts, "
-          f"{result.previews} previews, {len(saved_images)} images")
+    print(
+        f"{path.name}: {len(result.events)} events, {len(result.texts)} node texts, "
+        f"{result.previews} previews, {len(saved_images)} images"
+    )
 
 
 def test_cancel_mid_training_stops_within_a_step_and_keeps_the_input_generator(comfy, object_info):
@@ -240,8 +271,12 @@ def test_cancel_mid_training_stops_within_a_step_and_keeps_the_input_generator(c
 
     def on_event(event):
         data = event.get("data", {})
-        if (event["type"] == "nada.adapt.progress" and str(data.get("node")) == adapt_id
-                and data.get("step", 0) >= 3 and state["t_interrupt"] is None):
+        if (
+            event["type"] == "nada.adapt.progress"
+            and str(data.get("node")) == adapt_id
+            and data.get("step", 0) >= 3
+            and state["t_interrupt"] is None
+        ):
             client.interrupt()
             state["t_interrupt"] = time.monotonic()
             state["step"] = data["step"]
@@ -253,8 +288,10 @@ def test_cancel_mid_training_stops_within_a_step_and_keeps_the_input_generator(c
     assert result.outcome == "execution_interrupted", result.outcome
     latency = stopped - state["t_interrupt"]
     steps_run = max(e["step"] for e in result.of_type("nada.adapt.progress") if str(e.get("node")) == adapt_id)
-    print(f"cancel: /interrupt sent after step {state['step']}; stopped {latency:.2f} s later, "
-          f"last step {steps_run} of 5000")
+    print(
+        f"cancel: /interrupt sent after step {state['step']}; stopped {latency:.2f} s later, "
+        f"last step {steps_run} of 5000"
+    )
     assert steps_run <= state["step"] + 1, "training went on for more than one step after Cancel"
     assert latency < 10
     partial = list((base / "output" / "stylegan" / "nada-autosave").glob(f"*_step{steps_run:06d}-partial.safetensors"))
@@ -276,10 +313,14 @@ def _render_only_prompt(prompt, seeds: str, prefix: str):
     loader_id = next(nid for nid, n in prompt.items() if n["class_type"] == "NADA_LoadStyleGAN2")
     return {
         loader_id: prompt[loader_id],
-        "9001": {"class_type": "NADA_LatentFromSeed",
-                 "inputs": {"generator": [loader_id, 0], "seeds": seeds, "truncation_psi": 0.7}},
-        "9002": {"class_type": "NADA_RenderLatent",
-                 "inputs": {"generator": [loader_id, 0], "latent": ["9001", 0], "noise_mode": "const"}},
+        "9001": {
+            "class_type": "NADA_LatentFromSeed",
+            "inputs": {"generator": [loader_id, 0], "seeds": seeds, "truncation_psi": 0.7},
+        },
+        "9002": {
+            "class_type": "NADA_RenderLatent",
+            "inputs": {"generator": [loader_id, 0], "latent": ["9001", 0], "noise_mode": "const"},
+        },
         "9003": {"class_type": "SaveImage", "inputs": {"images": ["9002", 0], "filename_prefix": prefix}},
     }
 
@@ -303,8 +344,11 @@ def test_web_extension_loads_without_console_errors(comfy):
         pytest.skip("no chromium executable (apt-get install chromium, or set CHROMIUM)")
     client, base, _ = comfy
     # A fresh user: skip the template gallery and the minimap so the canvas is what a screenshot shows.
-    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False),
-                           ("Comfy.Graph.CanvasInfo", False)):
+    for setting, value in (
+        ("Comfy.TutorialCompleted", True),
+        ("Comfy.Minimap.Visible", False),
+        ("Comfy.Graph.CanvasInfo", False),
+    ):
         client.post_json(f"/settings/{setting}", value)
     browser = Browser(executable)
     try:
@@ -387,4 +431,3 @@ def _run_in_browser_and_screenshot(browser, client, prompt, base, out: Path) -> 
 
 def _strip_meta(prompt):
     return {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in prompt.items()}
-

@@ -110,8 +110,10 @@ def is_conv_weight(name: str) -> bool:
     """Whether a generator parameter is a convolution weight (what lora adapts). StyleGAN2 convolutions are
     conv0/conv1/torgb; StyleGAN3 layers are L{i}_{size}_{channels}."""
     parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and (
-        parts[-2] in ("conv0", "conv1", "torgb") or re.fullmatch(r"L\d+_\d+_\d+", parts[-2]) is not None
+    return (
+        len(parts) >= 2
+        and parts[-1] == "weight"
+        and (parts[-2] in ("conv0", "conv1", "torgb") or re.fullmatch(r"L\d+_\d+_\d+", parts[-2]) is not None)
     )
 
 

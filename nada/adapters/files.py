@@ -83,8 +83,10 @@ def load_adapter(path: str | Path) -> Adapter:
         if not torch.isfinite(t).all():
             raise AdapterError(f"{path.name}: tensor {k} contains NaN or Inf; the adapter is corrupt")
         if t.numel() and t.abs().max() > MAX_ABS_VALUE:
-            raise AdapterError(f"{path.name}: tensor {k} holds values up to {t.abs().max().item():.3g}, far beyond "
-                               f"what training makes (|x| <= {MAX_ABS_VALUE:g}); the adapter is corrupt")
+            raise AdapterError(
+                f"{path.name}: tensor {k} holds values up to {t.abs().max().item():.3g}, far beyond "
+                f"what training makes (|x| <= {MAX_ABS_VALUE:g}); the adapter is corrupt"
+            )
     adapter = Adapter(header.get("kind", ""), {k: t.float() for k, t in tensors.items()}, meta)
     if not adapter.name:
         adapter.metadata["name"] = path.stem

@@ -32,18 +32,27 @@ DEFAULT_STEPS = 500  # projector steps when there is no encoder to start from
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `invert` subcommand to an argparse subparsers object; its `run` is set as default."""
-    p = subparsers.add_parser("invert", help="photos -> W+ latents (encoder and/or projector)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "invert", help="photos -> W+ latents (encoder and/or projector)", description=__doc__.splitlines()[0]
+    )
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--generator", help="generator file (default: the decoder inside --encoder)")
     p.add_argument("--encoder", help="pSp / e4e / ReStyle checkpoint (.pt) to start from")
     p.add_argument("--iters", type=int, default=None, help="ReStyle refinement iterations (default: the encoder's)")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"projector steps (default {DEFAULT_STEPS} without --encoder, 0 with it)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"projector steps (default {DEFAULT_STEPS} without --encoder, 0 with it)",
+    )
     p.add_argument("--space", choices=["w+", "w"], default="w+", help="projector latent space (default w+)")
     p.add_argument("--noise", action="store_true", help="also optimise the noise maps (kept only in the PNG)")
-    p.add_argument("--loss", choices=["auto", "lpips", "pixels"], default="auto",
-                   help="auto = lpips when --vgg16 is given, else pixels (+ CLIP with --clip)")
+    p.add_argument(
+        "--loss",
+        choices=["auto", "lpips", "pixels"],
+        default="auto",
+        help="auto = lpips when --vgg16 is given, else pixels (+ CLIP with --clip)",
+    )
     p.add_argument("--vgg16", help="torchvision's VGG16 weights (vgg16-397923af.pth) for the perceptual loss")
     p.add_argument("--lpips", help="the lpips package's vgg.pth (LPIPS calibration; needs --vgg16)")
     p.add_argument("--clip", help="open_clip architecture or model config JSON whose embedding joins the loss")
@@ -140,18 +149,42 @@ def run(args: argparse.Namespace) -> int:
         if encoder is not None:
             faces = prepare_face(image, size=encoder.input_size).to(device)  # the encoder's input size
             init = invert(encoder, faces, n_iters=args.iters, generator=G).latents
-        result = project(G, image.to(device), steps=steps, space=args.space, optimize_noise=args.noise,
-                         loss=args.loss, init=init, seed=args.seed, clip=clip, perceptual_weights=weights,
-                         lr=args.lr)
-        target = torch.nn.functional.interpolate(image, size=result.images.shape[-2:], mode="area") \
-            if image.shape[-2:] != result.images.shape[-2:] else image
+        result = project(
+            G,
+            image.to(device),
+            steps=steps,
+            space=args.space,
+            optimize_noise=args.noise,
+            loss=args.loss,
+            init=init,
+            seed=args.seed,
+            clip=clip,
+            perceptual_weights=weights,
+            lr=args.lr,
+        )
+        target = (
+            torch.nn.functional.interpolate(image, size=result.images.shape[-2:], mode="area")
+            if image.shape[-2:] != result.images.shape[-2:]
+            else image
+        )
         quality = psnr(result.images, target).item()
-        meta = {"image": path.name, "generator": str(args.generator or args.encoder), "encoder": args.encoder,
-                "steps": result.steps, "space": args.space, "loss": result.loss_name, "psnr_db": round(quality, 2)}
+        meta = {
+            "image": path.name,
+            "generator": str(args.generator or args.encoder),
+            "encoder": args.encoder,
+            "steps": result.steps,
+            "space": args.space,
+            "loss": result.loss_name,
+            "psnr_db": round(quality, 2),
+        }
         latent_path = _save_latent(result.latents, out, path.stem, args.format, meta)
         png = save_image(image_grid(result.images), unique_path(out / f"{path.stem}_reconstruction.png"))
-        how = " + ".join((["encoder"] if encoder is not None else [])
-                         + ([f"{result.steps} projector steps ({result.loss_name})"] if steps else []))
-        print(f"{path.name}: {how}; PSNR {quality:.2f} dB; {latent_path} and {png.name} "
-              f"({time.perf_counter() - start:.1f} s)")
+        how = " + ".join(
+            (["encoder"] if encoder is not None else [])
+            + ([f"{result.steps} projector steps ({result.loss_name})"] if steps else [])
+        )
+        print(
+            f"{path.name}: {how}; PSNR {quality:.2f} dB; {latent_path} and {png.name} "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
     return 0

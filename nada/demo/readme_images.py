@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (0, 1, 2):
         imgs = [sample(blend_generators(G, G2, a), [seed], PSI) for a in alphas]
         rows.append((f"seed {seed}", torch.cat(imgs)))
-    save_image(labelled_grid(rows, header=[f"{a:g}" for a in alphas], scale=SCALE), out / "demo_blend.png", overwrite=True)
+    save_image(
+        labelled_grid(rows, header=[f"{a:g}" for a in alphas], scale=SCALE), out / "demo_blend.png", overwrite=True
+    )
     print(f"pictures in {out} ({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -49,7 +49,9 @@ def load_demo_world(generator: str | Path = DEMO_GENERATOR):
     return load_generator(generator), load_tiny_clip()
 
 
-def adapt_demo(G, clip, source: str, target: str, steps: int = DEMO_STEPS, seed: int = 0, layers: str = "all", callback=None):
+def adapt_demo(
+    G, clip, source: str, target: str, steps: int = DEMO_STEPS, seed: int = 0, layers: str = "all", callback=None
+):
     """The demo's adaptation: a seeded text-guided NADA run of `steps` steps on the CPU."""
     from ..adaptation import adapt
     from ..directions import text_direction

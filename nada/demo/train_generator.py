@@ -135,8 +135,14 @@ def train(
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps)))
         history.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            log.warning("step %d/%d  loss %.4f  blur %.2f  %.1f s", step + 1, steps, loss.item(), sigma,
-                        time.perf_counter() - start)
+            log.warning(
+                "step %d/%d  loss %.4f  blur %.2f  %.1f s",
+                step + 1,
+                steps,
+                loss.item(),
+                sigma,
+                time.perf_counter() - start,
+            )
         if preview_dir is not None and (step + 1) % 1000 == 0:
             preview_dir.mkdir(parents=True, exist_ok=True)
             image_grid(preview(G), nrow=10).save(preview_dir / f"step_{step + 1:06d}.png")
@@ -196,8 +202,15 @@ def main() -> None:
     scores = quality(G)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"name": "shapes-world demo generator", "steps": args.steps, "batch": args.batch, "seed": args.seed,
-            "train_minutes": round(minutes, 1), "final_loss": round(history[-1], 4), **scores}
+    meta = {
+        "name": "shapes-world demo generator",
+        "steps": args.steps,
+        "batch": args.batch,
+        "seed": args.seed,
+        "train_minutes": round(minutes, 1),
+        "final_loss": round(history[-1], 4),
+        **scores,
+    }
     save_generator(G, out / DEMO_GENERATOR.name, metadata=meta, overwrite=True, dtype=torch.float16)
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))

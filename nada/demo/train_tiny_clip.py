@@ -228,9 +228,7 @@ def evaluate(clip, count: int = 800, seed_base: int = EVAL_SEED_BASE) -> dict[st
         "colour": classify(colours, [apply_templates(c, "imagenet") for c in colours], [s.colour for s in scenes]),
         "colour_photo": classify(colours, [[f"a photo of a {c} object."] for c in colours], [s.colour for s in scenes]),
         "shape": classify(shapes, [apply_templates(s, "imagenet") for s in shapes], [s.shape for s in scenes]),
-        "background": classify(
-            bgs, [[f"something on a {b} background"] for b in bgs], [s.background for s in scenes]
-        ),
+        "background": classify(bgs, [[f"something on a {b} background"] for b in bgs], [s.background for s in scenes]),
     }
 
 

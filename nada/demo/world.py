@@ -122,7 +122,20 @@ def _polygon(scene: Scene, n: int, inner: float | None, s: float) -> list[tuple[
 def _cross(scene: Scene, s: float) -> list[tuple[float, float]]:
     """A plus sign with arms of half-width 0.33 r, rotated."""
     r, w = scene.radius * s, scene.radius * s * 0.33
-    outline = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+    outline = [
+        (-w, -r),
+        (w, -r),
+        (w, -w),
+        (r, -w),
+        (r, w),
+        (w, w),
+        (w, r),
+        (-w, r),
+        (-w, w),
+        (-r, w),
+        (-r, -w),
+        (-w, -w),
+    ]
     a = math.radians(scene.angle)
     ca, sa = math.cos(a), math.sin(a)
     cx, cy = scene.cx * s, scene.cy * s

@@ -171,9 +171,11 @@ def _options(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if opts is not None and not isinstance(opts, dict):
         opts = vars(opts) if hasattr(opts, "__dict__") else None
     if not isinstance(opts, dict) or not isinstance(opts.get("encoder_type"), str):
-        raise FormatError(f"{where} has no training options with an 'encoder_type' ('opts'); pSp, e4e and ReStyle "
-                          "checkpoints store them, and the tensors alone cannot tell pSp from e4e. Use the file as "
-                          "published by the authors")
+        raise FormatError(
+            f"{where} has no training options with an 'encoder_type' ('opts'); pSp, e4e and ReStyle "
+            "checkpoints store them, and the tensors alone cannot tell pSp from e4e. Use the file as "
+            "published by the authors"
+        )
     return opts
 
 
@@ -181,21 +183,25 @@ def _split(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict[str, tor
     sd = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(sd, dict):
         found = sorted(str(k) for k in obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise FormatError(f"{where} is not a pSp/e4e/ReStyle encoder checkpoint (no 'state_dict'; found {found}). "
-                          "A StyleGAN generator goes to Load StyleGAN2 / nada.load_generator instead")
+        raise FormatError(
+            f"{where} is not a pSp/e4e/ReStyle encoder checkpoint (no 'state_dict'; found {found}). "
+            "A StyleGAN generator goes to Load StyleGAN2 / nada.load_generator instead"
+        )
     encoder, decoder = {}, {}
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise FormatError(f"{where}: state_dict entry {k!r} is not a named tensor")
         if k.startswith("encoder."):
-            encoder[k[len("encoder."):]] = v
+            encoder[k[len("encoder.") :]] = v
         elif k.startswith("decoder."):
-            decoder[k[len("decoder."):]] = v
+            decoder[k[len("decoder.") :]] = v
     if not encoder:
         raise FormatError(f"{where} has a state_dict but no 'encoder.*' weights; it is not an encoder checkpoint")
     if not decoder:
-        raise FormatError(f"{where} has no 'decoder.*' weights (the StyleGAN2 generator the encoder was trained "
-                          "with); published pSp/e4e/ReStyle checkpoints carry it")
+        raise FormatError(
+            f"{where} has no 'decoder.*' weights (the StyleGAN2 generator the encoder was trained "
+            "with); published pSp/e4e/ReStyle checkpoints carry it"
+        )
     for k, v in encoder.items():
         # A finite sum proves every element finite; only a non-finite one needs the element-wise look.
         if v.is_floating_point() and not torch.isfinite(v.sum()) and not torch.isfinite(v).all():
@@ -210,15 +216,19 @@ def infer_spec(
     the module table)."""
     encoder_type = opts["encoder_type"]
     if encoder_type not in ENCODER_TYPES:
-        raise FormatError(f"{where}: encoder_type {encoder_type!r} is not supported; supported: "
-                          f"{', '.join(ENCODER_TYPES)}")
+        raise FormatError(
+            f"{where}: encoder_type {encoder_type!r} is not supported; supported: {', '.join(ENCODER_TYPES)}"
+        )
     if "cars" in str(opts.get("dataset_type", "")):
-        raise FormatError(f"{where} is a cars encoder (192x256 inputs, cropped outputs), which comfyui-nada does not "
-                          "support yet (encoders of 256x256 crops load)")
+        raise FormatError(
+            f"{where} is a cars encoder (192x256 inputs, cropped outputs), which comfyui-nada does not "
+            "support yet (encoders of 256x256 crops load)"
+        )
     stem = "input_layer.0.weight" if "input_layer.0.weight" in encoder else "conv1.weight"
     if stem not in encoder or encoder[stem].ndim != 4:
-        raise FormatError(f"{where}: the encoder has neither an IR-SE50 stem (input_layer.0.weight) nor a ResNet34 "
-                          "one (conv1.weight)")
+        raise FormatError(
+            f"{where}: the encoder has neither an IR-SE50 stem (input_layer.0.weight) nor a ResNet34 one (conv1.weight)"
+        )
     backbone = "ir_se50" if stem == "input_layer.0.weight" else "resnet34"
     input_channels = int(encoder[stem].shape[1])
     kind, head = ENCODER_TYPES[encoder_type]
@@ -228,8 +238,11 @@ def infer_spec(
     if input_channels != expected_channels:
         raise FormatError(
             f"{where}: a {kind} encoder takes {expected_channels} input channels but this one takes {input_channels}; "
-            + ("it translates other inputs (sketches, segmentation maps), it does not invert photos"
-               if kind in ("psp", "e4e") else "it is not a ReStyle inversion encoder")
+            + (
+                "it translates other inputs (sketches, segmentation maps), it does not invert photos"
+                if kind in ("psp", "e4e")
+                else "it is not a ReStyle inversion encoder"
+            )
         )
     try:
         dcfg = rosinality.config_from_rosinality(decoder)
@@ -242,26 +255,44 @@ def infer_spec(
         num_ws = len({k.split(".")[1] for k in encoder if k.startswith("styles.")})
         w_dim = int(encoder.get("styles.0.linear.weight", torch.empty(0, 0)).shape[0])
     if num_ws != dcfg.num_ws or w_dim != dcfg.w_dim:
-        raise FormatError(f"{where}: the encoder makes {num_ws} x {w_dim} W+ codes but its decoder takes "
-                          f"{dcfg.num_ws} x {dcfg.w_dim}; the file is inconsistent")
+        raise FormatError(
+            f"{where}: the encoder makes {num_ws} x {w_dim} W+ codes but its decoder takes "
+            f"{dcfg.num_ws} x {dcfg.w_dim}; the file is inconsistent"
+        )
     adds = kind.startswith("restyle") or bool(opts.get("start_from_latent_avg", False))
-    return EncoderSpec(kind=kind, encoder_type=encoder_type, backbone=backbone, head=head,
-                       input_channels=input_channels, num_ws=num_ws, w_dim=w_dim, adds_latent_avg=adds,
-                       decoder_resolution=dcfg.img_resolution)
+    return EncoderSpec(
+        kind=kind,
+        encoder_type=encoder_type,
+        backbone=backbone,
+        head=head,
+        input_channels=input_channels,
+        num_ws=num_ws,
+        w_dim=w_dim,
+        adds_latent_avg=adds,
+        decoder_resolution=dcfg.img_resolution,
+    )
 
 
 def _latent_avg(obj: dict[str, Any], spec: EncoderSpec, where: str) -> torch.Tensor | None:
     avg = obj.get("latent_avg")
     if avg is None:
         if spec.adds_latent_avg:
-            raise FormatError(f"{where} has no 'latent_avg', which this {spec.kind} encoder adds to its codes; "
-                              "the file is incomplete (re-download it)")
+            raise FormatError(
+                f"{where} has no 'latent_avg', which this {spec.kind} encoder adds to its codes; "
+                "the file is incomplete (re-download it)"
+            )
         return None
-    if not isinstance(avg, torch.Tensor) or not avg.is_floating_point() or avg.shape[-1] != spec.w_dim \
-            or avg.ndim > 2 or (avg.ndim == 2 and avg.shape[0] not in (1, spec.num_ws)):
+    if (
+        not isinstance(avg, torch.Tensor)
+        or not avg.is_floating_point()
+        or avg.shape[-1] != spec.w_dim
+        or avg.ndim > 2
+        or (avg.ndim == 2 and avg.shape[0] not in (1, spec.num_ws))
+    ):
         shape = list(avg.shape) if isinstance(avg, torch.Tensor) else type(avg).__name__
-        raise FormatError(f"{where}: latent_avg has shape {shape}; expected [{spec.w_dim}] or "
-                          f"[{spec.num_ws}, {spec.w_dim}]")
+        raise FormatError(
+            f"{where}: latent_avg has shape {shape}; expected [{spec.w_dim}] or [{spec.num_ws}, {spec.w_dim}]"
+        )
     if not torch.isfinite(avg).all():
         raise FormatError(f"{where}: latent_avg contains NaN or Inf; the checkpoint is corrupt")
     # Stored as [w_dim], [1, w_dim] (learn-in-W pSp) or [num_ws, w_dim]; added by broadcasting in the
@@ -276,8 +307,10 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str | None = No
     where = path.name
     data = read_model_file(path, "an encoder checkpoint")
     if data[:4] != b"PK\x03\x04" and data[:1] != b"\x80":
-        raise FormatError(f"{where} ({len(data)} bytes) is not a PyTorch checkpoint; pSp/e4e/ReStyle encoders are .pt "
-                          "files" + ("; it is empty" if not data else ""))
+        raise FormatError(
+            f"{where} ({len(data)} bytes) is not a PyTorch checkpoint; pSp/e4e/ReStyle encoders are .pt "
+            "files" + ("; it is empty" if not data else "")
+        )
     obj = load_torch_bytes(data, where, "pSp/e4e/ReStyle", FormatError)
     weights, decoder = _split(obj, where)
     spec = infer_spec(weights, decoder, _options(obj, where), where)
@@ -287,16 +320,25 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str | None = No
     own = enc.net.state_dict()
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or unexpected:
-        raise FormatError(f"{where}: the encoder weights do not form a {spec.encoder_type} ({spec.backbone}, "
-                          f"{spec.num_ws} styles): missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise FormatError(
+            f"{where}: the encoder weights do not form a {spec.encoder_type} ({spec.backbone}, "
+            f"{spec.num_ws} styles): missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     for k, t in own.items():
         if tuple(weights[k].shape) != tuple(t.shape):
-            raise FormatError(f"{where}: encoder tensor {k} has shape {list(weights[k].shape)}, expected {list(t.shape)}")
+            raise FormatError(
+                f"{where}: encoder tensor {k} has shape {list(weights[k].shape)}, expected {list(t.shape)}"
+            )
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}
     enc.net.load_state_dict(weights, assign=True)
     enc.latent_avg = latent_avg
     enc.requires_grad_(False).eval()
-    log.info("loaded %s encoder %s (%s, %d W+ entries, %d-px decoder)", spec.kind, where, spec.backbone,
-             spec.num_ws, spec.decoder_resolution)
+    log.info(
+        "loaded %s encoder %s (%s, %d W+ entries, %d-px decoder)",
+        spec.kind,
+        where,
+        spec.backbone,
+        spec.num_ws,
+        spec.decoder_resolution,
+    )
     return enc.to(device if device is not None else "cpu")
-

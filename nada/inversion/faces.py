@@ -34,23 +34,35 @@ def prepare_face(images: torch.Tensor, size: int = 256) -> torch.Tensor:
     if b == 0:
         raise InversionError("there are no images to prepare (the batch is empty)")
     if c not in (1, 3):
-        raise InversionError(f"prepare_face takes RGB or grayscale images, got {c} channels (drop the alpha channel "
-                             "or convert the image to RGB)")
+        raise InversionError(
+            f"prepare_face takes RGB or grayscale images, got {c} channels (drop the alpha channel "
+            "or convert the image to RGB)"
+        )
     if size < 1 or h < 1 or w < 1:
         raise InversionError(f"cannot resize a {h}x{w} image to {size}x{size}")
     x = images.detach().to(torch.float32)
     if not torch.isfinite(x).all():
         raise InversionError("the images contain NaN or Inf values")
     if abs(h / w - 1.0) > ASPECT_TOLERANCE:
-        log.warning("the image is %dx%d, not square: FFHQ-aligned faces are square crops, so it is centre-cropped "
-                    "to a square; align the face first (see docs/inversion.md) for a faithful inversion", h, w)
+        log.warning(
+            "the image is %dx%d, not square: FFHQ-aligned faces are square crops, so it is centre-cropped "
+            "to a square; align the face first (see docs/inversion.md) for a faithful inversion",
+            h,
+            w,
+        )
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         x = x[:, :, top : top + side, left : left + side]
         h = w = side
     if min(h, w) < size:
-        log.warning("the image is %dx%d, smaller than the encoder's %dx%d input: it is enlarged and details the "
-                    "encoder relies on are missing", h, w, size, size)
+        log.warning(
+            "the image is %dx%d, smaller than the encoder's %dx%d input: it is enlarged and details the "
+            "encoder relies on are missing",
+            h,
+            w,
+            size,
+            size,
+        )
     if c == 1:
         x = x.expand(-1, 3, -1, -1)
     if (h, w) != (size, size):

@@ -48,11 +48,15 @@ def check_images(encoder: Encoder, images: torch.Tensor) -> None:
         raise InversionError("there are no images to invert (the batch is empty)")
     if images.shape[1] != 3:
         what = "grayscale" if images.shape[1] == 1 else f"{images.shape[1]}-channel"
-        raise InversionError(f"the encoder takes RGB images, got {what} ones ({list(images.shape)}); {fix}, which "
-                             "turns grayscale into RGB")
+        raise InversionError(
+            f"the encoder takes RGB images, got {what} ones ({list(images.shape)}); {fix}, which "
+            "turns grayscale into RGB"
+        )
     if tuple(images.shape[-2:]) != (size, size):
-        raise InversionError(f"the encoder takes {size}x{size} images, got {images.shape[-2]}x{images.shape[-1]}; "
-                             f"{fix} (it resizes aligned faces the way the authors' transforms do)")
+        raise InversionError(
+            f"the encoder takes {size}x{size} images, got {images.shape[-2]}x{images.shape[-1]}; "
+            f"{fix} (it resizes aligned faces the way the authors' transforms do)"
+        )
     if not images.is_floating_point() or not torch.isfinite(images).all():
         raise InversionError("images must be finite floating point values in [-1, 1]")
 
@@ -74,8 +78,10 @@ def check_generator(encoder: Encoder, G: Generator) -> None:
 def _n_iters(encoder: Encoder, n_iters: int | None) -> int:
     if not encoder.spec.iterative:
         if n_iters not in (None, 1):
-            raise ConfigError(f"a {encoder.kind} encoder makes its W+ in one pass, so n_iters must be 1 (got "
-                              f"{n_iters}); only ReStyle encoders refine iteratively")
+            raise ConfigError(
+                f"a {encoder.kind} encoder makes its W+ in one pass, so n_iters must be 1 (got "
+                f"{n_iters}); only ReStyle encoders refine iteratively"
+            )
         return 1
     n = RESTYLE_DEFAULT_ITERS if n_iters is None else n_iters
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -115,8 +121,10 @@ def invert(
         generator = load_generator(encoder.decoder_path, device=device)
     check_generator(encoder, generator)
     if generator.device != device:
-        raise InversionError(f"the encoder is on {device} but the generator on {generator.device}; move one "
-                             "(module.to(device)) so both are on the same device")
+        raise InversionError(
+            f"the encoder is on {device} but the generator on {generator.device}; move one "
+            "(module.to(device)) so both are on the same device"
+        )
     spec, size = encoder.spec, encoder.input_size
     x = images.to(device=device, dtype=torch.float32)
     avg = encoder.latent_avg.to(device) if encoder.latent_avg is not None else None

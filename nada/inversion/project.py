@@ -207,7 +207,9 @@ def _noise_penalty(noise: list[torch.Tensor]) -> torch.Tensor:
     total = noise[0].new_zeros(())
     for n in noise:
         while True:
-            total = total + (n * torch.roll(n, 1, dims=3)).mean().square() + (n * torch.roll(n, 1, dims=2)).mean().square()
+            total = (
+                total + (n * torch.roll(n, 1, dims=3)).mean().square() + (n * torch.roll(n, 1, dims=2)).mean().square()
+            )
             if n.shape[2] <= 8:
                 break
             n = F.avg_pool2d(n, 2)
@@ -243,9 +245,12 @@ def project(
     (a path or a sequence of one or two paths). `clip`: a loaded nada CLIP model or ensemble whose
     image embedding joins the loss. `callback(ProjectionProgress)` runs after every step.
     """
-    cfg = ProjectConfig(steps=steps, space=space, optimize_noise=optimize_noise, loss=loss, seed=seed, lr=lr,
-                        clip_weight=clip_weight)
-    paths = [perceptual_weights] if isinstance(perceptual_weights, (str, os.PathLike)) else list(perceptual_weights or [])
+    cfg = ProjectConfig(
+        steps=steps, space=space, optimize_noise=optimize_noise, loss=loss, seed=seed, lr=lr, clip_weight=clip_weight
+    )
+    paths = (
+        [perceptual_weights] if isinstance(perceptual_weights, (str, os.PathLike)) else list(perceptual_weights or [])
+    )
     if cfg.loss == "lpips" and not paths:
         raise ConfigError(
             "loss 'lpips' needs VGG16 weights: pass perceptual_weights=vgg16-397923af.pth (torchvision's) and "
@@ -254,7 +259,9 @@ def project(
     if len(paths) > 2:
         raise ConfigError("perceptual_weights takes at most two files: the VGG16 weights and LPIPS's vgg.pth")
     if optimize_noise and not getattr(G.synthesis, "noise_shapes", list)():
-        raise ConfigError("this generator has no noise inputs to optimise (StyleGAN3 has none); use optimize_noise=False")
+        raise ConfigError(
+            "this generator has no noise inputs to optimise (StyleGAN3 has none); use optimize_noise=False"
+        )
     with torch.inference_mode(False), torch.enable_grad():
         run = _Projection(G, images, cfg, init, clip, paths)
         return run.loop(callback, should_stop)
@@ -336,15 +343,24 @@ class _Projection:
             try:
                 images, dist = self.step(step)
             except _NonFinite as e:
-                err = ProjectionError(f"the projection diverged: {e}; `error.result` holds the best latents so far. "
-                                      "Lower the learning rate or check the images")
+                err = ProjectionError(
+                    f"the projection diverged: {e}; `error.result` holds the best latents so far. "
+                    "Lower the learning rate or check the images"
+                )
                 err.result = self.result(history, interrupted=False)
                 raise err from None
             history.append(dist.mean().item())
             if callback is not None:
-                callback(ProjectionProgress(step=step + 1, total=self.cfg.steps, loss=history[-1],
-                                            best=self.best.mean().item(), elapsed=time.perf_counter() - start,
-                                            images=images))
+                callback(
+                    ProjectionProgress(
+                        step=step + 1,
+                        total=self.cfg.steps,
+                        loss=history[-1],
+                        best=self.best.mean().item(),
+                        elapsed=time.perf_counter() - start,
+                        images=images,
+                    )
+                )
         return self.result(history, interrupted)
 
     @torch.no_grad()

@@ -68,9 +68,7 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         r = self.img_resolution
         if not isinstance(r, int) or r < MIN_RESOLUTION or r > MAX_RESOLUTION or r & (r - 1):
-            raise ConfigError(
-                f"img_resolution must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {r!r}"
-            )
+            raise ConfigError(f"img_resolution must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {r!r}")
         if not self.channels:
             object.__setattr__(self, "channels", channels_rosinality(self.img_resolution))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -80,9 +78,7 @@ class GeneratorConfig:
     def validate(self) -> None:
         r = self.img_resolution
         if len(self.channels) != block_count(r):
-            raise ConfigError(
-                f"channels must list {block_count(r)} values (blocks 4..{r}), got {len(self.channels)}"
-            )
+            raise ConfigError(f"channels must list {block_count(r)} values (blocks 4..{r}), got {len(self.channels)}")
         if any(c < 1 or c > MAX_CHANNELS for c in self.channels):
             raise ConfigError(f"channel counts must be in 1..{MAX_CHANNELS}, got {self.channels}")
         for name in ("z_dim", "w_dim", "img_channels", "mapping_layers"):

@@ -135,9 +135,7 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:
         styles = self.affine(w)
         f = None if self.resample_filter is None else self.resample_filter.to(x.device)
-        x = ops.modulated_conv2d(
-            x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused
-        )
+        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused)
         # x is the convolution's own output (its backward does not need it): add into it in place.
         if noise is not None:
             x = x.add_(noise.to(x.dtype) * self.noise_strength)
@@ -324,9 +322,7 @@ class SynthesisNetwork(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:  # [B, img_channels, H, W], roughly in [-1, 1]
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.cfg.w_dim:
-            raise ConfigError(
-                f"ws must have shape [batch, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}"
-            )
+            raise ConfigError(f"ws must have shape [batch, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
         # Noise is materialised before the blocks so that gradient checkpointing recomputes with the
         # same maps, and so that two generators can be given identical noise.
         all_noise = self._resolve_noise(noise_mode, noise, ws.shape[0], generator, ws.device)

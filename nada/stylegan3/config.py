@@ -87,7 +87,12 @@ class StyleGAN3Config:
             raise ConfigError(f"img_resolution must be a power of two in 8..4096, got {r!r}")
         for name in ("z_dim", "w_dim", "img_channels", "mapping_layers", "channel_base", "channel_max"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v > (1 << 20 if "channel" in name else MAX_DIM):
+            if (
+                not isinstance(v, int)
+                or isinstance(v, bool)
+                or v < 1
+                or v > (1 << 20 if "channel" in name else MAX_DIM)
+            ):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.c_dim, int) or self.c_dim < 0 or self.c_dim > MAX_DIM * 16:
             raise ConfigError(f"c_dim must be a non-negative integer, got {self.c_dim!r}")
@@ -167,19 +172,25 @@ def layer_specs(cfg: StyleGAN3Config) -> tuple[LayerSpec, ...]:
         critical = idx >= n - cfg.num_critical
         in_sr, out_sr = int(sampling_rates[prev]), int(sampling_rates[idx])
         if min(in_sr, out_sr) < 1:
-            raise ConfigError(f"the StyleGAN3 schedule gives layer {idx} a sampling rate below 1; check the "
-                              "cutoff and stopband settings")
+            raise ConfigError(
+                f"the StyleGAN3 schedule gives layer {idx} a sampling rate below 1; check the "
+                "cutoff and stopband settings"
+            )
         kernel = 1 if is_torgb else cfg.conv_kernel
         tmp_sr = max(in_sr, out_sr) * (1 if is_torgb else cfg.lrelu_upsampling)
         up, down = round(tmp_sr / in_sr), round(tmp_sr / out_sr)
         if in_sr * up != tmp_sr or out_sr * down != tmp_sr or int(channels[idx]) < 1:
-            raise ConfigError(f"the StyleGAN3 schedule gives layer {idx} a non-integer resampling factor or "
-                              "no channels; check img_resolution, num_layers and the cutoff settings")
+            raise ConfigError(
+                f"the StyleGAN3 schedule gives layer {idx} a non-integer resampling factor or "
+                "no channels; check img_resolution, num_layers and the cutoff settings"
+            )
         up_taps = cfg.filter_size * up if up > 1 and not is_torgb else 1
         down_taps = cfg.filter_size * down if down > 1 and not is_torgb else 1
         if max(up_taps, down_taps) > MAX_TAPS:  # NVIDIA's models use 12 and 24
-            raise ConfigError(f"the StyleGAN3 schedule gives layer {idx} filters of {max(up_taps, down_taps)} "
-                              f"taps (more than {MAX_TAPS}); check filter_size and the cutoff settings")
+            raise ConfigError(
+                f"the StyleGAN3 schedule gives layer {idx} filters of {max(up_taps, down_taps)} "
+                f"taps (more than {MAX_TAPS}); check filter_size and the cutoff settings"
+            )
         in_size, out_size = int(sizes[prev]), int(sizes[idx])
         # Output size before down-sampling, minus the up-sampled input, plus what the filters consume;
         # split so that samples sit where the symmetric interpretation puts them (paper, appendix C.3).

@@ -28,35 +28,99 @@ from tests.stylegan2.checkpoint_writers import rosinality_state_dict
 
 # encoder4editing options/train_options.py defaults (+ "device", which the coach sets before saving).
 E4E_OPTS: dict[str, Any] = {
-    "exp_dir": "experiment", "dataset_type": "ffhq_encode", "encoder_type": "Encoder4Editing", "batch_size": 4,
-    "test_batch_size": 2, "workers": 4, "test_workers": 2, "learning_rate": 0.0001, "optim_name": "ranger",
-    "train_decoder": False, "start_from_latent_avg": True, "lpips_type": "alex", "lpips_lambda": 0.8,
-    "id_lambda": 0.1, "l2_lambda": 1.0, "stylegan_weights": "pretrained_models/stylegan2-ffhq-config-f.pt",
-    "stylegan_size": 1024, "checkpoint_path": None, "max_steps": 500000, "image_interval": 100,
-    "board_interval": 50, "val_interval": 1000, "save_interval": None, "w_discriminator_lambda": 0.1,
-    "w_discriminator_lr": 2e-05, "r1": 10, "d_reg_every": 16, "use_w_pool": True, "w_pool_size": 50,
-    "delta_norm": 2, "delta_norm_lambda": 0.0002, "progressive_steps": [0, 20000, 22000], "progressive_start": None,
-    "progressive_step_every": 2000, "save_training_data": False, "sub_exp_dir": None, "keep_optimizer": False,
-    "resume_training_from_ckpt": None, "update_param_list": None, "device": "cuda:0",
+    "exp_dir": "experiment",
+    "dataset_type": "ffhq_encode",
+    "encoder_type": "Encoder4Editing",
+    "batch_size": 4,
+    "test_batch_size": 2,
+    "workers": 4,
+    "test_workers": 2,
+    "learning_rate": 0.0001,
+    "optim_name": "ranger",
+    "train_decoder": False,
+    "start_from_latent_avg": True,
+    "lpips_type": "alex",
+    "lpips_lambda": 0.8,
+    "id_lambda": 0.1,
+    "l2_lambda": 1.0,
+    "stylegan_weights": "pretrained_models/stylegan2-ffhq-config-f.pt",
+    "stylegan_size": 1024,
+    "checkpoint_path": None,
+    "max_steps": 500000,
+    "image_interval": 100,
+    "board_interval": 50,
+    "val_interval": 1000,
+    "save_interval": None,
+    "w_discriminator_lambda": 0.1,
+    "w_discriminator_lr": 2e-05,
+    "r1": 10,
+    "d_reg_every": 16,
+    "use_w_pool": True,
+    "w_pool_size": 50,
+    "delta_norm": 2,
+    "delta_norm_lambda": 0.0002,
+    "progressive_steps": [0, 20000, 22000],
+    "progressive_start": None,
+    "progressive_step_every": 2000,
+    "save_training_data": False,
+    "sub_exp_dir": None,
+    "keep_optimizer": False,
+    "resume_training_from_ckpt": None,
+    "update_param_list": None,
+    "device": "cuda:0",
 }
 # restyle-encoder options/train_options.py (ReStyle-e4e: e4e_train_options.py adds the e4e keys).
 RESTYLE_OPTS: dict[str, Any] = {
-    "exp_dir": "experiment", "dataset_type": "ffhq_encode", "encoder_type": "BackboneEncoder", "input_nc": 6,
-    "output_size": 1024, "batch_size": 4, "test_batch_size": 2, "workers": 4, "test_workers": 2,
-    "learning_rate": 0.0001, "optim_name": "ranger", "train_decoder": False, "start_from_latent_avg": False,
-    "lpips_lambda": 0.8, "id_lambda": 0.1, "l2_lambda": 1.0, "w_norm_lambda": 0, "moco_lambda": 0,
-    "stylegan_weights": "pretrained_models/stylegan2-ffhq-config-f.pt", "checkpoint_path": None,
-    "max_steps": 500000, "image_interval": 100, "board_interval": 50, "val_interval": 1000, "save_interval": None,
-    "n_iters_per_batch": 5, "device": "cuda:0",
+    "exp_dir": "experiment",
+    "dataset_type": "ffhq_encode",
+    "encoder_type": "BackboneEncoder",
+    "input_nc": 6,
+    "output_size": 1024,
+    "batch_size": 4,
+    "test_batch_size": 2,
+    "workers": 4,
+    "test_workers": 2,
+    "learning_rate": 0.0001,
+    "optim_name": "ranger",
+    "train_decoder": False,
+    "start_from_latent_avg": False,
+    "lpips_lambda": 0.8,
+    "id_lambda": 0.1,
+    "l2_lambda": 1.0,
+    "w_norm_lambda": 0,
+    "moco_lambda": 0,
+    "stylegan_weights": "pretrained_models/stylegan2-ffhq-config-f.pt",
+    "checkpoint_path": None,
+    "max_steps": 500000,
+    "image_interval": 100,
+    "board_interval": 50,
+    "val_interval": 1000,
+    "save_interval": None,
+    "n_iters_per_batch": 5,
+    "device": "cuda:0",
 }
 RESTYLE_E4E_EXTRA: dict[str, Any] = {
-    "w_discriminator_lambda": 0.1, "w_discriminator_lr": 2e-05, "r1": 10, "d_reg_every": 16, "use_w_pool": True,
-    "w_pool_size": 50, "delta_norm": 2, "delta_norm_lambda": 0.0002, "progressive_steps": None,
-    "progressive_start": 20000, "progressive_step_every": 2000, "save_training_data": False, "sub_exp_dir": None,
-    "resume_training_from_ckpt": None, "update_param_list": None,
+    "w_discriminator_lambda": 0.1,
+    "w_discriminator_lr": 2e-05,
+    "r1": 10,
+    "d_reg_every": 16,
+    "use_w_pool": True,
+    "w_pool_size": 50,
+    "delta_norm": 2,
+    "delta_norm_lambda": 0.0002,
+    "progressive_steps": None,
+    "progressive_start": 20000,
+    "progressive_step_every": 2000,
+    "save_training_data": False,
+    "sub_exp_dir": None,
+    "resume_training_from_ckpt": None,
+    "update_param_list": None,
 }
-BACKBONE = {"ResNetBackboneEncoder": "resnet34", "ResNetGradualStyleEncoder": "resnet34",
-            "ResNetProgressiveBackboneEncoder": "resnet34"}
+BACKBONE = {
+    "ResNetBackboneEncoder": "resnet34",
+    "ResNetGradualStyleEncoder": "resnet34",
+    "ResNetProgressiveBackboneEncoder": "resnet34",
+}
 
 
 def make_decoder(resolution: int, seed: int) -> Generator:
@@ -129,9 +193,17 @@ def write_checkpoint(
     kind, head = ENCODER_TYPES[encoder_type]
     restyle = kind.startswith("restyle") or opts is not None and opts.get("input_nc") == 6
     num_ws = 2 * int(math.log2(resolution)) - 2
-    spec = EncoderSpec(kind=kind, encoder_type=encoder_type, backbone=BACKBONE.get(encoder_type, "ir_se50"),
-                       head=head, input_channels=6 if restyle else 3, num_ws=num_ws, w_dim=512,
-                       adds_latent_avg=True, decoder_resolution=resolution)
+    spec = EncoderSpec(
+        kind=kind,
+        encoder_type=encoder_type,
+        backbone=BACKBONE.get(encoder_type, "ir_se50"),
+        head=head,
+        input_channels=6 if restyle else 3,
+        num_ws=num_ws,
+        w_dim=512,
+        adds_latent_avg=True,
+        decoder_resolution=resolution,
+    )
     G = make_decoder(resolution, seed)
     state = {f"encoder.{k}": v for k, v in encoder_state(spec, seed).items()}
     state.update({f"decoder.{k}": v for k, v in rosinality_state_dict(G).items()})
@@ -140,8 +212,12 @@ def write_checkpoint(
         if kind == "restyle_e4e":
             options.update(RESTYLE_E4E_EXTRA)
     else:
-        options = {**E4E_OPTS, "encoder_type": encoder_type, "stylegan_size": resolution,
-                   "start_from_latent_avg": start_from_latent_avg}
+        options = {
+            **E4E_OPTS,
+            "encoder_type": encoder_type,
+            "stylegan_size": resolution,
+            "start_from_latent_avg": start_from_latent_avg,
+        }
     options.update(opts or {})
     # latent_avg: the decoder's average w repeated per style, as __load_latent_avg(ckpt, repeat=n) leaves it.
     latent_avg = G.mapping.w_avg.clone().repeat(num_ws, 1)
@@ -150,7 +226,8 @@ def write_checkpoint(
         ckpt["latent_avg"] = latent_avg
     if kind == "restyle_e4e":
         params = [torch.zeros(3, requires_grad=True)]
-        ckpt.update({"global_step": 20000, "optimizer": torch.optim.Adam(params, lr=1e-4).state_dict(),
-                     "best_val_loss": None})
+        ckpt.update(
+            {"global_step": 20000, "optimizer": torch.optim.Adam(params, lr=1e-4).state_dict(), "best_val_loss": None}
+        )
     torch.save(ckpt, path)
     return path

@@ -109,8 +109,9 @@ def test_restyle_starts_from_the_average_image_and_refines_deterministically(fil
 def test_restyle_stops_between_steps_when_asked(files):
     enc = nada.load_encoder(files["restyle"])
     done = []
-    res = nada.invert(enc, photo(), n_iters=5, callback=lambda s, t, im: done.append(s),
-                      should_stop=lambda: len(done) >= 2)
+    res = nada.invert(
+        enc, photo(), n_iters=5, callback=lambda s, t, im: done.append(s), should_stop=lambda: len(done) >= 2
+    )
     assert res.n_iters == 2 and done == [1, 2]
     assert res.images.shape == (1, 3, 16, 16)  # default generator: the decoder in the same file
 

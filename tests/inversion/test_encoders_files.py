@@ -66,15 +66,20 @@ def test_a_generator_checkpoint_is_not_an_encoder(tmp_path):
         (lambda c: c["opts"].update(dataset_type="cars_encode"), "cars encoder"),
         (lambda c: c.pop("latent_avg"), "no 'latent_avg'"),
         (lambda c: c.update(latent_avg=torch.zeros(3, 7)), "latent_avg has shape"),
-        (lambda c: c["state_dict"].update({"encoder.input_layer.0.weight": torch.zeros(64, 1, 3, 3)}),
-         "takes 3 input channels but this one takes 1"),
+        (
+            lambda c: c["state_dict"].update({"encoder.input_layer.0.weight": torch.zeros(64, 1, 3, 3)}),
+            "takes 3 input channels but this one takes 1",
+        ),
         (lambda c: c["state_dict"].pop("encoder.styles.3.linear.weight"), "missing"),
-        (lambda c: c["state_dict"].__setitem__("encoder.styles.0.linear.bias", torch.full((512,), float("nan"))),
-         "NaN or Inf"),
-        (lambda c: [c["state_dict"].pop(k) for k in list(c["state_dict"]) if k.startswith("decoder.")],
-         "no 'decoder"),
-        (lambda c: [c["state_dict"].pop(k) for k in list(c["state_dict"]) if k.startswith("decoder.convs.")],
-         "decoder stored with the encoder|makes 4 x 512 W\\+ codes but its decoder"),
+        (
+            lambda c: c["state_dict"].__setitem__("encoder.styles.0.linear.bias", torch.full((512,), float("nan"))),
+            "NaN or Inf",
+        ),
+        (lambda c: [c["state_dict"].pop(k) for k in list(c["state_dict"]) if k.startswith("decoder.")], "no 'decoder"),
+        (
+            lambda c: [c["state_dict"].pop(k) for k in list(c["state_dict"]) if k.startswith("decoder.convs.")],
+            "decoder stored with the encoder|makes 4 x 512 W\\+ codes but its decoder",
+        ),
     ],
 )
 def test_inconsistent_files_name_the_problem(good, tmp_path, change, message):

@@ -58,7 +58,11 @@ def test_input_is_not_changed_and_bad_inputs_are_refused():
     x0 = x.clone()
     prepare_face(x)
     assert torch.equal(x, x0)
-    for bad, message in [(torch.zeros(1, 4, 256, 256), "4 channels"), (torch.zeros(0, 3, 256, 256), "empty"),
-                         (torch.zeros(3, 256, 256), "batch, channels"), (torch.full((1, 3, 8, 8), float("inf")), "NaN")]:
+    for bad, message in [
+        (torch.zeros(1, 4, 256, 256), "4 channels"),
+        (torch.zeros(0, 3, 256, 256), "empty"),
+        (torch.zeros(3, 256, 256), "batch, channels"),
+        (torch.full((1, 3, 8, 8), float("inf")), "NaN"),
+    ]:
         with pytest.raises(InversionError, match=message):
             prepare_face(bad)

@@ -49,8 +49,19 @@ def test_projects_a_png_and_writes_the_latent_and_the_reconstruction(demo_png, t
     recon = Image.open(tmp_path / "shape_reconstruction.png")
     assert recon.size == (32, 32)
     # Again into the same folder: new names, the first files stay.
-    args = parse([str(path.parent), "--generator", str(DEMO_GENERATOR), "--steps", "1", "--out", str(tmp_path),
-                  "--format", "safetensors"])
+    args = parse(
+        [
+            str(path.parent),
+            "--generator",
+            str(DEMO_GENERATOR),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--format",
+            "safetensors",
+        ]
+    )
     assert args.run(args) == 0
     assert torch.equal(torch.load(tmp_path / "shape.pt", weights_only=True), ws)
     from safetensors import safe_open

@@ -39,8 +39,9 @@ def lpips_file(tmp_path_factory):
     """The lpips package's vgg.pth layout: lin{i}.model.1.weight [1, C, 1, 1], non-negative."""
     path = tmp_path_factory.mktemp("lpips") / "vgg.pth"
     g = torch.Generator().manual_seed(1)
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(LPIPS_CHANNELS)},
-               path)
+    torch.save(
+        {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(LPIPS_CHANNELS)}, path
+    )
     return path
 
 
@@ -49,7 +50,8 @@ def test_our_vgg16_taps_equal_torchvision_vgg16_on_the_same_weights(torchvision_
     x = torch.rand(2, 3, 40, 40) * 2 - 1
     taps = ours(x)
     scaled = (x - torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)) / torch.tensor([0.458, 0.448, 0.450]).view(
-        1, 3, 1, 1)
+        1, 3, 1, 1
+    )
     want, h = [], scaled
     with torch.no_grad():
         for i, layer in enumerate(torchvision_vgg):

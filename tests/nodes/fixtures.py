@@ -74,13 +74,31 @@ def install_test_models(pack, stylegan_dir: Path, base: Path) -> None:
 
 def shrink_for_test(prompt: dict[str, dict[str, Any]], base: Path | None = None, steps: int = 3) -> dict:
     """The same graph on the tiny models, with few steps, seeds and frames (runs in seconds on a CPU)."""
-    return _rewrite(prompt, generator=GENERATOR_FILE, clip=(tiny_clip_architecture(), clip_weights_name()),
-                    image=STYLE_IMAGE, steps=steps, preview_every=1, frames=6, source_samples=4, project_steps=steps)
+    return _rewrite(
+        prompt,
+        generator=GENERATOR_FILE,
+        clip=(tiny_clip_architecture(), clip_weights_name()),
+        image=STYLE_IMAGE,
+        steps=steps,
+        preview_every=1,
+        frames=6,
+        source_samples=4,
+        project_steps=steps,
+    )
 
 
-def _rewrite(prompt: dict[str, dict[str, Any]], generator: str, clip: tuple[str, str], image: str, steps: int,
-             preview_every: int, frames: int, source_samples: int, project_steps: int,
-             texts: tuple[str, str] | None = None) -> dict:
+def _rewrite(
+    prompt: dict[str, dict[str, Any]],
+    generator: str,
+    clip: tuple[str, str],
+    image: str,
+    steps: int,
+    preview_every: int,
+    frames: int,
+    source_samples: int,
+    project_steps: int,
+    texts: tuple[str, str] | None = None,
+) -> dict:
     """A copy of an API-format prompt with the models, sizes and output prefixes replaced."""
     out = {}
     for nid, node in prompt.items():
@@ -121,9 +139,20 @@ def demo_style_image() -> np.ndarray:
     """A blue circle on gray from the shapes world, 64x64 uint8 [H, W, 3] (the image-guided target)."""
     from nada.demo import world
 
-    scene = world.Scene(shape="circle", colour="blue", background="gray", colour_rgb=world.SHAPE_COLOURS["blue"],
-                        background_rgb=world.BACKGROUNDS["gray"], cx=0.5, cy=0.5, radius=0.3, angle=0.0,
-                        blur=0.0, noise=0.0, noise_seed=0)
+    scene = world.Scene(
+        shape="circle",
+        colour="blue",
+        background="gray",
+        colour_rgb=world.SHAPE_COLOURS["blue"],
+        background_rgb=world.BACKGROUNDS["gray"],
+        cx=0.5,
+        cy=0.5,
+        radius=0.3,
+        angle=0.0,
+        blur=0.0,
+        noise=0.0,
+        noise_seed=0,
+    )
     return np.asarray(world.render_pil(scene, 64))
 
 
@@ -136,6 +165,15 @@ def install_demo_style_image(base: Path) -> None:
 def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60, project_steps: int = 100) -> dict:
     """The same graph on the demo world: "blue" -> "red" (or a blue-circle image), `steps` adaptation
     and `project_steps` projection steps."""
-    return _rewrite(prompt, generator=DEMO_GENERATOR_FILE, clip=("tiny-clip", DEMO_CLIP_FILE), image=DEMO_STYLE_IMAGE,
-                    steps=steps, preview_every=max(1, steps // 6), frames=12, source_samples=8,
-                    project_steps=project_steps, texts=("blue", "red"))
+    return _rewrite(
+        prompt,
+        generator=DEMO_GENERATOR_FILE,
+        clip=("tiny-clip", DEMO_CLIP_FILE),
+        image=DEMO_STYLE_IMAGE,
+        steps=steps,
+        preview_every=max(1, steps // 6),
+        frames=12,
+        source_samples=8,
+        project_steps=project_steps,
+        texts=("blue", "red"),
+    )

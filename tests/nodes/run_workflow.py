@@ -18,27 +18,37 @@ import torch
 CORE_NODE_DEFS: dict[str, dict[str, Any]] = {
     "PreviewImage": {
         "input": {"required": {"images": ("IMAGE", {})}},
-        "output": [], "output_name": [], "output_node": True,
+        "output": [],
+        "output_name": [],
+        "output_node": True,
     },
     "SaveImage": {
         "input": {"required": {"images": ("IMAGE", {}), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
-        "output": [], "output_name": [], "output_node": True,
+        "output": [],
+        "output_name": [],
+        "output_node": True,
     },
     "SaveAnimatedWEBP": {
-        "input": {"required": {
-            "images": ("IMAGE", {}),
-            "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-            "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
-            "lossless": ("BOOLEAN", {"default": True}),
-            "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
-            "method": (["default", "fastest", "slowest"], {}),
-        }},
-        "output": [], "output_name": [], "output_node": True,
+        "input": {
+            "required": {
+                "images": ("IMAGE", {}),
+                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                "lossless": ("BOOLEAN", {"default": True}),
+                "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                "method": (["default", "fastest", "slowest"], {}),
+            }
+        },
+        "output": [],
+        "output_name": [],
+        "output_node": True,
     },
     "LoadImage": {
         # The real combo lists the files in input/; any name is accepted here.
         "input": {"required": {"image": ("STRING", {"default": "example.png"})}},
-        "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"], "output_node": False,
+        "output": ["IMAGE", "MASK"],
+        "output_name": ["IMAGE", "MASK"],
+        "output_node": False,
     },
 }
 SINKS = ("PreviewImage", "SaveImage", "SaveAnimatedWEBP")

@@ -27,8 +27,9 @@ def assert_bit_identical(G, snap):
         assert torch.equal(v, snap[k]), k
 
 
-def test_adapt_trains_a_copy_saves_it_and_reuses_it(pack, bridge, tiny_generator, tiny_clip, tiny_direction,
-                                                    tmp_path, caplog):
+def test_adapt_trains_a_copy_saves_it_and_reuses_it(
+    pack, bridge, tiny_generator, tiny_clip, tiny_direction, tmp_path, caplog
+):
     before = snapshot(tiny_generator)
     events = []
     bridge.event_listeners.append(lambda name, data: events.append((name, data)))
@@ -73,8 +74,9 @@ def test_a_different_input_trains_again(pack, bridge, tiny_generator, tiny_clip,
     assert len(saved) == 2
 
 
-def test_cancel_returns_within_one_step_and_keeps_the_input(pack, bridge, tiny_generator, tiny_clip,
-                                                            tiny_direction, tmp_path):
+def test_cancel_returns_within_one_step_and_keeps_the_input(
+    pack, bridge, tiny_generator, tiny_clip, tiny_direction, tmp_path
+):
     before = snapshot(tiny_generator)
     seen = []
 

@@ -16,7 +16,11 @@ def test_stylegan_folder_lists_models_and_outputs_with_our_extensions(bridge, tm
         (models / name).write_bytes(b"x")
     (outputs / "sketch_00001.safetensors").write_bytes(b"x")
     assert bridge.list_files("stylegan") == [
-        "cats.pkl", "dogs.safetensors", "ffhq.pt", "nada-demo/shapes-32px.safetensors", "nada/sketch_00001.safetensors",
+        "cats.pkl",
+        "dogs.safetensors",
+        "ffhq.pt",
+        "nada-demo/shapes-32px.safetensors",
+        "nada/sketch_00001.safetensors",
     ]
     assert bridge.full_path("stylegan", "nada/sketch_00001.safetensors") == str(outputs / "sketch_00001.safetensors")
     assert bridge.folder_paths_of("open_clip")[0] == str(tmp_path / "models" / "open_clip")

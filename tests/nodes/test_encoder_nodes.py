@@ -14,7 +14,9 @@ from tests.inversion.encoder_checkpoints import write_checkpoint
 def checkpoints(tmp_path_factory):
     d = tmp_path_factory.mktemp("encoder_files")
     return {
-        "restyle": write_checkpoint(d / "restyle_e4e_test.pt", "ResNetProgressiveBackboneEncoder", resolution=16, seed=3),
+        "restyle": write_checkpoint(
+            d / "restyle_e4e_test.pt", "ResNetProgressiveBackboneEncoder", resolution=16, seed=3
+        ),
         "e4e": write_checkpoint(d / "e4e_test.pt", "Encoder4Editing", resolution=8, seed=4),
     }
 
@@ -46,7 +48,9 @@ def test_invert_image_gives_a_latent_render_latent_reproduces(pack, bridge, chec
         latent, recon = pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(300, 300), 2, G)
         (rendered,) = pack.NODE_CLASS_MAPPINGS["NADA_RenderLatent"]().render(G, latent, "const")
     assert latent["seeds"] is None
-    assert latent["ws"].shape == (1, 6, 512) and latent["ws"].dtype == torch.float32 and latent["ws"].device.type == "cpu"
+    assert (
+        latent["ws"].shape == (1, 6, 512) and latent["ws"].dtype == torch.float32 and latent["ws"].device.type == "cpu"
+    )
     assert recon.shape == (1, 16, 16, 3) and 0 <= recon.min() and recon.max() <= 1
     torch.testing.assert_close(rendered, recon, rtol=0, atol=0)
 

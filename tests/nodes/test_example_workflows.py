@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # What ComfyUI's frontend (1.27, with ComfyUI 0.3.64) downloads a workflow's missing models from.
 FRONTEND_DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"nada_text_guided", "nada_image_guided", "nada_latent_interpolation", "nada_demo_cpu",
-            "photo_to_adapted_domain"}
+EXPECTED = {
+    "nada_text_guided",
+    "nada_image_guided",
+    "nada_latent_interpolation",
+    "nada_demo_cpu",
+    "photo_to_adapted_domain",
+}
 REDNESS_RISE = 0.03  # measured 0.058 (-0.074 -> -0.016) at 40 steps
 SHAPE_KEPT = 0.6  # measured 0.77
 PHOTO_PSNR_FLOOR = 28.0  # measured 33.2 dB (100 steps, the 64 px photo area-downsampled to 32 px)
@@ -156,8 +161,10 @@ def test_photo_example_on_the_demo_world_reconstructs_the_photo_and_adapts_it_in
     small = torch.nn.functional.interpolate(photo.permute(0, 3, 1, 2), size=(32, 32), mode="area").permute(0, 2, 3, 1)
     psnr = -10 * torch.log10((recon - small).square().mean()).item()
     inter, union = (_shape(recon) & _shape(adapted)).sum().item(), (_shape(recon) | _shape(adapted)).sum().item()
-    print(f"reconstruction PSNR {psnr:.1f} dB; shape IoU {inter / max(union, 1):.2f}; redness "
-          f"{_redness(recon):.3f} -> {_redness(adapted):.3f}")
+    print(
+        f"reconstruction PSNR {psnr:.1f} dB; shape IoU {inter / max(union, 1):.2f}; redness "
+        f"{_redness(recon):.3f} -> {_redness(adapted):.3f}"
+    )
     assert psnr > PHOTO_PSNR_FLOOR
     assert inter / max(union, 1) > PHOTO_SHAPE_KEPT
     assert _redness(adapted) > _redness(recon) + REDNESS_RISE
@@ -177,7 +184,9 @@ def test_cpu_template_runs_as_shipped_on_the_bundled_demo_models(pack, bridge, t
     assert (after - before).abs().mean() > 0.01  # the adaptation changed the pictures
     assert by_title["Loss curve"].shape[0] == 1
     saved = [p for p in (tmp_path / "output" / "stylegan").rglob("*.safetensors") if "nada-autosave" not in p.parts]
-    assert [p.relative_to(tmp_path / "output" / "stylegan").as_posix() for p in saved] == ["nada/demo_red_00001.safetensors"]
+    assert [p.relative_to(tmp_path / "output" / "stylegan").as_posix() for p in saved] == [
+        "nada/demo_red_00001.safetensors"
+    ]
 
 
 def test_every_example_has_a_note_and_says_where_its_models_come_from(pack, bridge):
@@ -188,7 +197,9 @@ def test_every_example_has_a_note_and_says_where_its_models_come_from(pack, brid
     workflows = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES}
     saved_by_examples = {
         f"{n['widgets_values'][0]}_00001.safetensors"
-        for w in workflows.values() for n in w["nodes"] if n["type"] == "NADA_SaveGenerator"
+        for w in workflows.values()
+        for n in w["nodes"]
+        if n["type"] == "NADA_SaveGenerator"
     }
     for stem, w in workflows.items():
         notes = " ".join(n["widgets_values"][0] for n in w["nodes"] if n["type"] in ("Note", "MarkdownNote"))

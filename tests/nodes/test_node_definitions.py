@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CUSTOM_TYPES = {"NADA_STYLEGAN", "NADA_LATENT", "NADA_CLIP", "NADA_DIRECTION", "NADA_ADAPTER", "NADA_ENCODER"}
 CORE_TYPES = {"IMAGE", "MASK", "STRING", "LOSS_MAP"}
 OPTION_KEYS = {
-    "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput",
-            "advanced"},
+    "INT": {"default", "min", "max", "step", "display", "control_after_generate", "tooltip", "forceInput", "advanced"},
     "FLOAT": {"default", "min", "max", "step", "round", "display", "tooltip", "forceInput", "advanced"},
     "STRING": {"default", "multiline", "placeholder", "dynamicPrompts", "tooltip", "forceInput", "advanced"},
     "BOOLEAN": {"default", "label_on", "label_off", "tooltip", "forceInput", "advanced"},
@@ -40,10 +39,24 @@ def test_root_module_exports_only_the_three_names(pack):
 def test_every_node_is_listed_with_a_prefixed_id_and_display_name(pack):
     ids = set(pack.NODE_CLASS_MAPPINGS)
     expected = {
-        "NADA_LoadStyleGAN2", "NADA_LoadCLIP", "NADA_CLIPEnsemble", "NADA_EncodePromptPair",
-        "NADA_ImageDirection", "NADA_CombineDirections", "NADA_Adapt", "NADA_LatentFromSeed", "NADA_Sample",
-        "NADA_RenderLatent", "NADA_InterpolateLatents", "NADA_BlendGenerators", "NADA_SaveGenerator",
-        "NADA_LoadAdapter", "NADA_ApplyAdapters", "NADA_SaveAdapter", "NADA_LoadEncoder", "NADA_InvertImage",
+        "NADA_LoadStyleGAN2",
+        "NADA_LoadCLIP",
+        "NADA_CLIPEnsemble",
+        "NADA_EncodePromptPair",
+        "NADA_ImageDirection",
+        "NADA_CombineDirections",
+        "NADA_Adapt",
+        "NADA_LatentFromSeed",
+        "NADA_Sample",
+        "NADA_RenderLatent",
+        "NADA_InterpolateLatents",
+        "NADA_BlendGenerators",
+        "NADA_SaveGenerator",
+        "NADA_LoadAdapter",
+        "NADA_ApplyAdapters",
+        "NADA_SaveAdapter",
+        "NADA_LoadEncoder",
+        "NADA_InvertImage",
         "NADA_ProjectImage",
     }
     assert ids == expected
@@ -88,7 +101,9 @@ def test_the_function_takes_exactly_the_declared_inputs(pack):
             assert names == declared, f"{node_id}: function takes {sorted(names)}, declares {sorted(declared)}"
         for opt in spec.get("optional", {}):
             if opt in params:
-                assert params[opt].default is not inspect.Parameter.empty, f"{node_id}: optional '{opt}' needs a default"
+                assert params[opt].default is not inspect.Parameter.empty, (
+                    f"{node_id}: optional '{opt}' needs a default"
+                )
 
 
 def test_every_input_is_valid_for_comfyui(pack):

@@ -200,8 +200,10 @@ def validate_ui_workflow(workflow: dict[str, Any], defs: dict[str, dict[str, Any
         for slot_index, out in enumerate(node.get("outputs", [])):
             outputs = info["output"]
             if slot_index >= len(outputs) or out.get("type") != outputs[slot_index]:
-                problems.append(f"{where}: output {slot_index} is {out.get('type')}, the definition says "
-                                f"{outputs[slot_index] if slot_index < len(outputs) else 'nothing'}")
+                problems.append(
+                    f"{where}: output {slot_index} is {out.get('type')}, the definition says "
+                    f"{outputs[slot_index] if slot_index < len(outputs) else 'nothing'}"
+                )
     return problems
 
 

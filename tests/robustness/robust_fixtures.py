@@ -24,6 +24,7 @@ TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 # --- raw pickle opcodes -------------------------------------------------------------------------
 
+
 def glob(module: str, name: str) -> bytes:
     """GLOBAL opcode: push module.name (the unpickler's find_class decides what that is)."""
     return f"c{module}\n{name}\n".encode()
@@ -64,6 +65,7 @@ def finish(body: bytes, protocol: int = 2) -> bytes:
 
 # --- containers ---------------------------------------------------------------------------------
 
+
 def torch_zip_with(data_pkl: bytes) -> bytes:
     """A genuine torch.save zip archive whose data.pkl is replaced by `data_pkl`."""
     buf = io.BytesIO()
@@ -83,8 +85,13 @@ def torch_legacy_with(object_pkl: bytes) -> bytes:
     """The legacy (pre-1.6, `_use_new_zipfile_serialization=False`) layout around `object_pkl`:
     magic number, protocol version, system info, the object pickle, the storage key list."""
     sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    return (pickle.dumps(TORCH_LEGACY_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
-            + pickle.dumps(sys_info, protocol=2) + object_pkl + pickle.dumps([], protocol=2))
+    return (
+        pickle.dumps(TORCH_LEGACY_MAGIC, protocol=2)
+        + pickle.dumps(1001, protocol=2)
+        + pickle.dumps(sys_info, protocol=2)
+        + object_pkl
+        + pickle.dumps([], protocol=2)
+    )
 
 
 def torch_legacy_save(obj) -> bytes:

@@ -36,8 +36,9 @@ def snap(obj) -> dict[str, torch.Tensor]:
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) or (a[k].isnan().all() and b[k].isnan().all())
-                                        for k in a)
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) or (a[k].isnan().all() and b[k].isnan().all()) for k in a
+    )
 
 
 def expect_error(call, *inputs, says: tuple[str, ...]):
@@ -66,29 +67,50 @@ ADAPT = dict(steps=1, learning_rate=0.002, layers="all", train_seed=0, preview_e
 
 def test_prompts(pack, bridge, tiny_clip):
     enc = node(pack, "NADA_EncodePromptPair")
-    for src, tgt, says in [("", "sketch", ("source", "empty", "e.g.")),
-                           ("   ", "sketch", ("source", "empty")),
-                           ("photo", "", ("target", "empty")),
-                           ("photo", "photo", ("source and target", "same", "differ"))]:
+    for src, tgt, says in [
+        ("", "sketch", ("source", "empty", "e.g.")),
+        ("   ", "sketch", ("source", "empty")),
+        ("photo", "", ("target", "empty")),
+        ("photo", "photo", ("source and target", "same", "differ")),
+    ]:
         expect_error(lambda s=src, t=tgt: enc.encode(tiny_clip, s, t, "none"), tiny_clip, says=says)
-    expect_error(lambda: enc.encode(tiny_clip, "a", "b", "custom", "no placeholder"), tiny_clip,
-                 says=("custom templates", "{}"))
+    expect_error(
+        lambda: enc.encode(tiny_clip, "a", "b", "custom", "no placeholder"), tiny_clip, says=("custom templates", "{}")
+    )
 
 
 def test_target_images(pack, bridge, tiny_clip, tiny_generator):
     img = node(pack, "NADA_ImageDirection")
     empty = torch.zeros(0, 32, 32, 3)
-    expect_error(lambda: img.encode(tiny_clip, empty, generator=tiny_generator, source_samples=2),
-                 tiny_clip, tiny_generator, empty, says=("target images", "at least one"))
+    expect_error(
+        lambda: img.encode(tiny_clip, empty, generator=tiny_generator, source_samples=2),
+        tiny_clip,
+        tiny_generator,
+        empty,
+        says=("target images", "at least one"),
+    )
     good = torch.rand(2, 32, 32, 3)
-    expect_error(lambda: img.encode(tiny_clip, good, source_images=empty), tiny_clip, good, empty,
-                 says=("source images", "at least one"))
+    expect_error(
+        lambda: img.encode(tiny_clip, good, source_images=empty),
+        tiny_clip,
+        good,
+        empty,
+        says=("source images", "at least one"),
+    )
     five = torch.rand(2, 20, 20, 5)
-    expect_error(lambda: img.encode(tiny_clip, five, generator=tiny_generator, source_samples=2),
-                 tiny_clip, five, says=("IMAGE", "[2, 20, 20, 5]"))
+    expect_error(
+        lambda: img.encode(tiny_clip, five, generator=tiny_generator, source_samples=2),
+        tiny_clip,
+        five,
+        says=("IMAGE", "[2, 20, 20, 5]"),
+    )
     nan = torch.full((1, 32, 32, 3), float("nan"))
-    expect_error(lambda: img.encode(tiny_clip, nan, generator=tiny_generator, source_samples=2),
-                 tiny_clip, nan, says=("not finite",))
+    expect_error(
+        lambda: img.encode(tiny_clip, nan, generator=tiny_generator, source_samples=2),
+        tiny_clip,
+        nan,
+        says=("not finite",),
+    )
     expect_error(lambda: img.encode(tiny_clip, good), tiny_clip, good, says=("source_images", "generator"))
 
 
@@ -99,12 +121,10 @@ def test_odd_image_sizes_work_and_change_nothing(pack, bridge, tiny_clip, tiny_g
     images = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     before = [snap(images), snap(tiny_clip), snap(tiny_generator)]
     with torch.inference_mode():
-        (d,) = node(pack, "NADA_ImageDirection").encode(tiny_clip, images, generator=tiny_generator,
-                                                        source_samples=2)
+        (d,) = node(pack, "NADA_ImageDirection").encode(tiny_clip, images, generator=tiny_generator, source_samples=2)
     assert all(torch.isfinite(v).all() for v in d.vectors.values())
     assert [snap(images), snap(tiny_clip), snap(tiny_generator)][0].keys() == before[0].keys()
-    assert same(snap(images), before[0]) and same(snap(tiny_clip), before[1]) and same(snap(tiny_generator),
-                                                                                        before[2])
+    assert same(snap(images), before[0]) and same(snap(tiny_clip), before[1]) and same(snap(tiny_generator), before[2])
 
 
 def test_adapt_settings(pack, bridge, tiny_generator, tiny_clip, tiny_direction, tmp_path):
@@ -127,25 +147,40 @@ def test_adapt_settings(pack, bridge, tiny_generator, tiny_clip, tiny_direction,
 
 
 def test_nan_direction(pack, bridge, tiny_generator, tiny_clip, tiny_direction, tmp_path):
-    bad = dataclasses.replace(tiny_direction, vectors={k: torch.full_like(v, float("nan"))
-                                                       for k, v in tiny_direction.vectors.items()})
+    bad = dataclasses.replace(
+        tiny_direction, vectors={k: torch.full_like(v, float("nan")) for k, v in tiny_direction.vectors.items()}
+    )
     ad = node(pack, "NADA_Adapt")
-    expect_error(lambda: ad.adapt(tiny_generator, tiny_clip, bad, **ADAPT), tiny_generator, tiny_clip, bad,
-                 says=("direction", "NaN", "make it again"))
-    bad_target = dataclasses.replace(tiny_direction, targets={k: torch.full_like(v, float("inf"))
-                                                              for k, v in tiny_direction.targets.items()})
-    expect_error(lambda: ad.adapt(tiny_generator, tiny_clip, bad_target, **{**ADAPT, "layers": "auto"}),
-                 tiny_generator, tiny_clip, bad_target, says=("direction", "NaN or Inf"))
+    expect_error(
+        lambda: ad.adapt(tiny_generator, tiny_clip, bad, **ADAPT),
+        tiny_generator,
+        tiny_clip,
+        bad,
+        says=("direction", "NaN", "make it again"),
+    )
+    bad_target = dataclasses.replace(
+        tiny_direction, targets={k: torch.full_like(v, float("inf")) for k, v in tiny_direction.targets.items()}
+    )
+    expect_error(
+        lambda: ad.adapt(tiny_generator, tiny_clip, bad_target, **{**ADAPT, "layers": "auto"}),
+        tiny_generator,
+        tiny_clip,
+        bad_target,
+        says=("direction", "NaN or Inf"),
+    )
     comb = node(pack, "NADA_CombineDirections")
-    expect_error(lambda: comb.combine(bad, 1.0, tiny_direction, 1.0), bad, tiny_direction,
-                 says=("not finite",))
+    expect_error(lambda: comb.combine(bad, 1.0, tiny_direction, 1.0), bad, tiny_direction, says=("not finite",))
     assert not list((tmp_path / "output").rglob("*.safetensors"))
 
 
 def test_seeds_out_of_range(pack, bridge, tiny_generator):
     sample = node(pack, "NADA_Sample")
-    for seeds, says in [("-5", ("seeds '-5'", "'0-7'")), (str(2**70), ("outside 0..2**64-1",)),
-                        ("", ("no seeds",)), ("1,x", ("seeds '1,x'", "'1,5,9'"))]:
+    for seeds, says in [
+        ("-5", ("seeds '-5'", "'0-7'")),
+        (str(2**70), ("outside 0..2**64-1",)),
+        ("", ("no seeds",)),
+        ("1,x", ("seeds '1,x'", "'1,5,9'")),
+    ]:
         expect_error(lambda s=seeds: sample.sample(tiny_generator, s, 0.7, "const"), tiny_generator, says=says)
     latent = node(pack, "NADA_LatentFromSeed")
     expect_error(lambda: latent.make(tiny_generator, "-1", 0.7), tiny_generator, says=("seeds '-1'",))
@@ -174,10 +209,12 @@ def test_generator_files_from_other_save_versions(pack, bridge, tiny_generator, 
         _rewrite_header(p, edit)
         return name
 
-    ok = [variant("no_version.safetensors", lambda m, h: m.pop("format_version")),
-          variant("extra_keys.safetensors", lambda m, h: m.update(saved_by="nada 0.0.1", future_thing="{}")),
-          variant("no_metadata.safetensors", lambda m, h: m.pop("metadata")),
-          variant("no_fingerprint.safetensors", lambda m, h: m.pop("fingerprint"))]
+    ok = [
+        variant("no_version.safetensors", lambda m, h: m.pop("format_version")),
+        variant("extra_keys.safetensors", lambda m, h: m.update(saved_by="nada 0.0.1", future_thing="{}")),
+        variant("no_metadata.safetensors", lambda m, h: m.pop("metadata")),
+        variant("no_fingerprint.safetensors", lambda m, h: m.pop("fingerprint")),
+    ]
     for name in ok:
         (G,) = load.load(name)
         assert same(snap(G), snap(tiny_generator)), name
@@ -186,9 +223,13 @@ def test_generator_files_from_other_save_versions(pack, bridge, tiny_generator, 
     expect_error(lambda: load.load(newer), says=("newer", "update comfyui-nada"))
     broken = variant("broken_config.safetensors", lambda m, h: m.update(config="{not json"))
     expect_error(lambda: load.load(broken), says=("broken_config.safetensors", "invalid"))
-    unknown_cfg = variant("unknown_cfg.safetensors",
-                          lambda m, h: m.update(config=json.dumps({**json.loads(m["config"]), "style_mixer": 3})))
+    unknown_cfg = variant(
+        "unknown_cfg.safetensors",
+        lambda m, h: m.update(config=json.dumps({**json.loads(m["config"]), "style_mixer": 3})),
+    )
     msg = expect_error(lambda: load.load(unknown_cfg), says=("unknown_cfg.safetensors",))
     assert "style_mixer" in msg
-    renamed = variant("renamed.safetensors", lambda m, h: h.update({"synthesis.b4.const_old": h.pop("synthesis.b4.const")}))
+    renamed = variant(
+        "renamed.safetensors", lambda m, h: h.update({"synthesis.b4.const_old": h.pop("synthesis.b4.const")})
+    )
     expect_error(lambda: load.load(renamed), says=("renamed.safetensors", "missing", "synthesis.b4.const"))

@@ -33,8 +33,11 @@ def snap(G) -> dict[str, torch.Tensor]:
 
 
 def direction_snap(d) -> dict[str, torch.Tensor]:
-    return {f"{part}.{k}": v.clone() for part in ("vectors", "targets", "sources", "patch")
-            for k, v in getattr(d, part).items()}
+    return {
+        f"{part}.{k}": v.clone()
+        for part in ("vectors", "targets", "sources", "patch")
+        for k, v in getattr(d, part).items()
+    }
 
 
 def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -67,8 +70,7 @@ def test_engine_cancel_at_random_steps(pack, tiny_generator, tiny_clip, tiny_dir
             polls[0] += 1
             return polls[0] > stop_after
 
-        cfg = nada.AdaptConfig(steps=steps, batch=1, seed=run, preview_count=0,
-                                     layers=rng.choice(["all", "auto"]))
+        cfg = nada.AdaptConfig(steps=steps, batch=1, seed=run, preview_count=0, layers=rng.choice(["all", "auto"]))
         G2 = nada.adapt(tiny_generator, tiny_clip, tiny_direction, cfg, should_stop=should_stop, device="cpu").generator
         meta = G2.metadata["adaptation"]
         assert meta["steps"] == min(stop_after, steps)
@@ -116,8 +118,17 @@ def test_node_cancel_at_random_steps(pack, bridge, tiny_generator, tiny_clip, ti
             bridge.request_interrupt()
         try:
             with torch.inference_mode(), pytest.raises(bridge.Interrupted):
-                node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=steps, learning_rate=0.002,
-                           layers="all", train_seed=run, preview_every=0, batch=1)
+                node.adapt(
+                    tiny_generator,
+                    tiny_clip,
+                    tiny_direction,
+                    steps=steps,
+                    learning_rate=0.002,
+                    layers="all",
+                    train_seed=run,
+                    preview_every=0,
+                    batch=1,
+                )
         finally:
             bridge.event_listeners.clear()
         assert seen == list(range(1, cancel_at + 1)), (cancel_at, seen)  # no step after Cancel
@@ -143,8 +154,17 @@ def test_node_cancel_at_random_steps(pack, bridge, tiny_generator, tiny_clip, ti
         print(f"\nnode cancel: {RUNS} runs cancelled, {len(at_steps)} partial autosaves (others before step 1)")
     # A later run with the same node and no Cancel finishes normally.
     with torch.inference_mode():
-        out = node.adapt(tiny_generator, tiny_clip, tiny_direction, steps=1, learning_rate=0.002, layers="all",
-                         train_seed=999, preview_every=0, batch=1)
+        out = node.adapt(
+            tiny_generator,
+            tiny_clip,
+            tiny_direction,
+            steps=1,
+            learning_rate=0.002,
+            layers="all",
+            train_seed=999,
+            preview_every=0,
+            batch=1,
+        )
     assert out["result"][0].metadata["adaptation"]["steps"] == 1
 
 
@@ -179,8 +199,12 @@ def test_killed_save_keeps_the_old_generator_and_the_next_save_cleans_up(tmp_pat
     root = str(Path(__file__).resolve().parents[2])
     script = WRITER.format(root=root, target=str(target))
     for _attempt in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.stdout.readline().strip() == "ready"
         deadline = time.time() + 60
         caught = False

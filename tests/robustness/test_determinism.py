@@ -75,13 +75,16 @@ def test_same_seed_same_bits_in_one_process():
 
 def test_same_bits_across_processes():
     """Two fresh interpreters (same thread count) produce exactly what this process produces."""
-    script = ("import json, torch; torch.set_num_threads(1); "
-              "from tests.robustness.test_determinism import digests; print(json.dumps(digests()))")
+    script = (
+        "import json, torch; torch.set_num_threads(1); "
+        "from tests.robustness.test_determinism import digests; print(json.dumps(digests()))"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "random"}
     runs = []
     for _ in range(2):
-        p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert p.returncode == 0, p.stderr[-2000:]
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     here = digests()  # this process runs with one torch thread too (conftest)

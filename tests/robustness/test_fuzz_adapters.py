@@ -32,14 +32,17 @@ CASE_SECONDS = 10
 def base() -> tuple:
     G = ff.make_generator()
     G2 = G.with_tensors({n: p.detach() + 0.05 * torch.randn_like(p) for n, p in G.named_parameters()})
-    affine_rows = {n.removesuffix(".affine.weight"): p.shape[0] for n, p in G.named_parameters()
-                   if n.endswith(".affine.weight")}
+    affine_rows = {
+        n.removesuffix(".affine.weight"): p.shape[0] for n, p in G.named_parameters() if n.endswith(".affine.weight")
+    }
     adapters = {
         "delta": extract_adapter(G, G2),
         "lora": extract_adapter(G, G2, rank=2),
-        "modulation": Adapter("modulation", {f"{layer}.style_scale": 0.1 * torch.randn(rows)
-                                             for layer, rows in sorted(affine_rows.items())},
-                              {"base_fingerprint": G.fingerprint()}),
+        "modulation": Adapter(
+            "modulation",
+            {f"{layer}.style_scale": 0.1 * torch.randn(rows) for layer, rows in sorted(affine_rows.items())},
+            {"base_fingerprint": G.fingerprint()},
+        ),
     }
     d = Path(tempfile.mkdtemp(prefix="nada-fuzz-adapter-"))
     files = {}
@@ -74,8 +77,10 @@ def _set(key: str, values: list[str]):
 ADAPTER_METADATA_MUTATIONS = {
     "kind": _set("kind", ["lora", "delta", "modulation", "", "LORA", "x" * 300]),
     "format": _set("format", ["nada.generator", "", "nada.adapter2"]),
-    "metadata": _set("metadata", ["[]", "1", "null", '"x"', "{", '{"base_fingerprint": 5}',
-                                  '{"base_fingerprint": null}', '{"name": [1, 2]}']),
+    "metadata": _set(
+        "metadata",
+        ["[]", "1", "null", '"x"', "{", '{"base_fingerprint": 5}', '{"base_fingerprint": null}', '{"name": [1, 2]}'],
+    ),
 }
 
 
@@ -107,13 +112,19 @@ def tensor_mutation(draw) -> tuple[str, bytes]:
     elif how == "rank":
         tensors[name] = t.reshape(1, *t.shape, 1).clone()
     elif how == "dtype":
-        tensors[name] = t.to(draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float64, torch.int8,
-                                                   torch.bool, torch.int64])))
+        tensors[name] = t.to(
+            draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.bool, torch.int64]))
+        )
     elif how == "drop":
         del tensors[name]
     elif how == "extra":
-        tensors[draw(st.sampled_from(["x", "mapping.fc0.weight", "synthesis.b4.conv1.weight.lora_A",
-                                      "synthesis.b4.conv1.style_scale"]))] = torch.ones(3)
+        tensors[
+            draw(
+                st.sampled_from(
+                    ["x", "mapping.fc0.weight", "synthesis.b4.conv1.weight.lora_A", "synthesis.b4.conv1.style_scale"]
+                )
+            )
+        ] = torch.ones(3)
     elif how == "empty":
         tensors[name] = torch.zeros(0)
     else:
@@ -123,7 +134,8 @@ def tensor_mutation(draw) -> tuple[str, bytes]:
 
 def _any_kind(mutation):
     return st.sampled_from(["delta", "lora", "modulation"]).flatmap(
-        lambda k: mutation(base()[1][k]).map(lambda data: (k, data)))
+        lambda k: mutation(base()[1][k]).map(lambda data: (k, data))
+    )
 
 
 @settings(max_examples=120, **FAST)

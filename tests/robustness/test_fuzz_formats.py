@@ -42,8 +42,10 @@ def base_files() -> dict[str, bytes]:
     export_rosinality(G, d / "g.pt")
     ff.write_nvidia_pkl(G, d / "n.pkl")
     ff.write_tf_pkl(G, d / "t.pkl")
-    out = {name: (d / f).read_bytes() for name, f in
-           (("safetensors", "g.safetensors"), ("rosinality", "g.pt"), ("nvidia", "n.pkl"), ("tf", "t.pkl"))}
+    out = {
+        name: (d / f).read_bytes()
+        for name, f in (("safetensors", "g.safetensors"), ("rosinality", "g.pt"), ("nvidia", "n.pkl"), ("tf", "t.pkl"))
+    }
     out["legacy"] = torch_legacy_save({k: v.clone() for k, v in G.state_dict().items()})
     G3 = make_stylegan3(variant="r")  # radial filters: the 2-D filter buffers are fuzzed too
     out["stylegan3"] = stylegan3_pickle_bytes(G3, d / "executed")
@@ -169,10 +171,24 @@ def _mutate_tensor(draw, t: torch.Tensor) -> torch.Tensor | None:
     if kind == "inf":
         return torch.full_like(t, float("inf"))
     if kind == "shape":
-        return t.reshape(-1)[: max(1, t.numel() - draw(st.integers(0, 3)))].clone() if t.numel() > 1 else t.reshape(1, 1)
+        return (
+            t.reshape(-1)[: max(1, t.numel() - draw(st.integers(0, 3)))].clone() if t.numel() > 1 else t.reshape(1, 1)
+        )
     if kind == "dtype":
-        dtype = draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8,
-                                      torch.bool, torch.int64, torch.complex64]))
+        dtype = draw(
+            st.sampled_from(
+                [
+                    torch.float16,
+                    torch.bfloat16,
+                    torch.float64,
+                    torch.int8,
+                    torch.uint8,
+                    torch.bool,
+                    torch.int64,
+                    torch.complex64,
+                ]
+            )
+        )
         return t.to(dtype)
     if kind == "drop":
         return None
@@ -260,8 +276,10 @@ def _report(capsys, label: str, before_peak: int) -> None:
     grown = peak_rss_bytes() - before_peak
     total = sum(COUNTS.values())
     with capsys.disabled():
-        print(f"\nfuzz {label}: {total} cases so far ({', '.join(f'{k} {v}' for k, v in sorted(COUNTS.items()))}); "
-              f"peak RSS +{grown / 2**20:.0f} MiB")
+        print(
+            f"\nfuzz {label}: {total} cases so far ({', '.join(f'{k} {v}' for k, v in sorted(COUNTS.items()))}); "
+            f"peak RSS +{grown / 2**20:.0f} MiB"
+        )
     assert grown < MEMORY_BUDGET, f"peak memory grew by {grown / 2**20:.0f} MiB"
 
 

@@ -56,35 +56,55 @@ def payloads(marker: str) -> dict[str, bytes]:
         "subprocess.Popen": call(glob("subprocess", "Popen"), text(shell), b"\x88"),  # shell=True
         "importlib chain": call(
             call(glob("builtins", "getattr"), call(glob("importlib", "import_module"), text("os")), text("system")),
-            text(shell)),
+            text(shell),
+        ),
         "getattr chain": call(
             call(glob("builtins", "getattr"), call(glob("builtins", "__import__"), text("os")), text("system")),
-            text(shell)),
+            text(shell),
+        ),
         "torch.load": call(glob("torch", "load"), text(marker + ".src")),
         "torch.serialization.load": call(glob("torch.serialization", "load"), text(marker + ".src")),
         "numpy.load": call(glob("numpy", "load"), text(marker + ".npy"), b"\x88"),  # allow_pickle=True
         "pickle.loads nested": call(glob("pickle", "loads"), raw_bytes(inner_pickle)),
         "_pickle.loads nested": call(glob("_pickle", "loads"), raw_bytes(inner_pickle)),
-        "storage bytes with legacy payload": call(glob("torch.storage", "_load_from_bytes"),
-                                                  raw_bytes(legacy_hostile)),
+        "storage bytes with legacy payload": call(glob("torch.storage", "_load_from_bytes"), raw_bytes(legacy_hostile)),
         "storage bytes with zip payload": call(
             glob("torch.storage", "_load_from_bytes"),
-            raw_bytes(torch_zip_with(finish(call(glob("os", "system"), text(shell)))))),
-        "copyreg reconstructor": call(glob("copyreg", "_reconstructor"), glob("subprocess", "Popen"),
-                                      glob("builtins", "object"), b"N"),
-        "rebuild_from_type foreign": call(glob("torch._tensor", "_rebuild_from_type_v2"), glob("os", "system"),
-                                          glob("torch", "Tensor"), tuple_of(text(shell)), b"}"),
+            raw_bytes(torch_zip_with(finish(call(glob("os", "system"), text(shell))))),
+        ),
+        "copyreg reconstructor": call(
+            glob("copyreg", "_reconstructor"), glob("subprocess", "Popen"), glob("builtins", "object"), b"N"
+        ),
+        "rebuild_from_type foreign": call(
+            glob("torch._tensor", "_rebuild_from_type_v2"),
+            glob("os", "system"),
+            glob("torch", "Tensor"),
+            tuple_of(text(shell)),
+            b"}",
+        ),
         "numpy object dtype": call(glob("numpy", "dtype"), text("O"), b"\x89", b"\x88"),
         "numpy reconstruct of object array": (
-            call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tuple_of(b"K\x01"),
-                 raw_bytes(b"b"))
-            + tuple_of(b"K\x01", tuple_of(b"K\x01"), call(glob("numpy", "dtype"), text("O8"), b"\x89", b"\x88"),
-                       b"\x89", b"]" + call(glob("os", "system"), text(shell)) + b"a")
-            + b"b"),
+            call(
+                glob("numpy.core.multiarray", "_reconstruct"),
+                glob("numpy", "ndarray"),
+                tuple_of(b"K\x01"),
+                raw_bytes(b"b"),
+            )
+            + tuple_of(
+                b"K\x01",
+                tuple_of(b"K\x01"),
+                call(glob("numpy", "dtype"), text("O8"), b"\x89", b"\x88"),
+                b"\x89",
+                b"]" + call(glob("os", "system"), text(shell)) + b"a",
+            )
+            + b"b"
+        ),
         "BUILD with foreign __setstate__": call(glob("argparse", "Namespace")) + dict_of(x=b"N") + b"b",
-        "tf network with exec state": call(glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"),
-                                           glob("builtins", "object"), b"N")
-        + call(glob("builtins", "exec"), text(touch_py)) + b"b",
+        "tf network with exec state": call(
+            glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"), glob("builtins", "object"), b"N"
+        )
+        + call(glob("builtins", "exec"), text(touch_py))
+        + b"b",
     }
 
 
@@ -93,27 +113,63 @@ def in_structures(body: bytes) -> dict[str, bytes]:
     persistent = glob("torch_utils.persistence", "_reconstruct_persistent_obj")
 
     def net(state: bytes) -> bytes:
-        return call(persistent, dict_of(type=text("class"), version=b"K\x06", module_src=text("# src"),
-                                        class_name=text("Generator"), state=state))
+        return call(
+            persistent,
+            dict_of(
+                type=text("class"),
+                version=b"K\x06",
+                module_src=text("# src"),
+                class_name=text("Generator"),
+                state=state,
+            ),
+        )
 
-    tf_net = (call(glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"),
-                   glob("builtins", "object"), b"N"))
+    tf_net = call(
+        glob("copyreg", "_reconstructor"), glob("dnnlib.tflib.network", "Network"), glob("builtins", "object"), b"N"
+    )
     return {
         "top level G_ema": dict_of(G_ema=body),
-        "nvidia _parameters": dict_of(G_ema=net(dict_of(_parameters=call(
-            glob("collections", "OrderedDict")) + text("weight") + body + b"s", _buffers=b"}", _modules=b"}"))),
-        "nvidia _init_kwargs": dict_of(G_ema=net(dict_of(_init_kwargs=call(glob("dnnlib.util", "EasyDict"))
-                                                         + text("z_dim") + body + b"s"))),
-        "nvidia nested module": dict_of(G_ema=net(dict_of(_modules=dict_of(mapping=net(dict_of(
-            _parameters=dict_of(w=body))))))),
-        "stylegan3 layer numpy attribute": dict_of(G_ema=net(dict_of(_modules=dict_of(synthesis=net(dict_of(
-            _modules=dict_of(L0_36_512=net(dict_of(in_size=body, _buffers=b"}"))))))))),
-        "stylegan3 filter buffer": dict_of(G_ema=net(dict_of(_modules=dict_of(synthesis=net(dict_of(
-            _modules=dict_of(L0_36_512=net(dict_of(_buffers=dict_of(up_filter=body)))))))))),
-        "tf variables": tuple_of(tf_net + dict_of(name=text("G"), variables=b"]" + tuple_of(text("w"), body) + b"a")
-                                 + b"b", b"N", b"N"),
-        "tf components": tuple_of(tf_net + dict_of(name=text("G"), components=dict_of(synthesis=body)) + b"b",
-                                  b"N", b"N"),
+        "nvidia _parameters": dict_of(
+            G_ema=net(
+                dict_of(
+                    _parameters=call(glob("collections", "OrderedDict")) + text("weight") + body + b"s",
+                    _buffers=b"}",
+                    _modules=b"}",
+                )
+            )
+        ),
+        "nvidia _init_kwargs": dict_of(
+            G_ema=net(dict_of(_init_kwargs=call(glob("dnnlib.util", "EasyDict")) + text("z_dim") + body + b"s"))
+        ),
+        "nvidia nested module": dict_of(
+            G_ema=net(dict_of(_modules=dict_of(mapping=net(dict_of(_parameters=dict_of(w=body))))))
+        ),
+        "stylegan3 layer numpy attribute": dict_of(
+            G_ema=net(
+                dict_of(
+                    _modules=dict_of(
+                        synthesis=net(dict_of(_modules=dict_of(L0_36_512=net(dict_of(in_size=body, _buffers=b"}")))))
+                    )
+                )
+            )
+        ),
+        "stylegan3 filter buffer": dict_of(
+            G_ema=net(
+                dict_of(
+                    _modules=dict_of(
+                        synthesis=net(
+                            dict_of(_modules=dict_of(L0_36_512=net(dict_of(_buffers=dict_of(up_filter=body)))))
+                        )
+                    )
+                )
+            )
+        ),
+        "tf variables": tuple_of(
+            tf_net + dict_of(name=text("G"), variables=b"]" + tuple_of(text("w"), body) + b"a") + b"b", b"N", b"N"
+        ),
+        "tf components": tuple_of(
+            tf_net + dict_of(name=text("G"), components=dict_of(synthesis=body)) + b"b", b"N", b"N"
+        ),
         "rosinality g_ema": dict_of(g_ema=dict_of(**{"style.1.weight": body}), latent_avg=body),
         "rosinality args": dict_of(g_ema=b"}", args=body),
     }
@@ -170,8 +226,7 @@ def pickled_by_python(marker: str):
         yield f"stylegan3-writer/{name}", stylegan3_pickle_bytes(G3, Path(marker + ".unused"), payload=obj)
         yield f"torch-zip-writer/{name}", _torch_save({"g_ema": {"style.1.weight": obj}, "latent_avg": None})
         yield f"torch-legacy-writer/{name}", torch_legacy_save({"g_ema": {"w": obj}})
-        yield f"numpy-object-array/{name}", pickle.dumps(
-            {"G_ema": np.array([obj, 1], dtype=object)}, protocol=4)
+        yield f"numpy-object-array/{name}", pickle.dumps({"G_ema": np.array([obj, 1], dtype=object)}, protocol=4)
 
 
 def _torch_save(obj) -> bytes:
@@ -189,21 +244,61 @@ def resource_attacks():
     yield "binbytes8 huge", finish(b"\x8e" + huge.to_bytes(8, "little"), protocol=4)
     yield "binunicode8 huge", finish(b"\x8d" + huge.to_bytes(8, "little"), protocol=4)
     yield "binbytes huge", finish(b"B" + (2**31 - 1).to_bytes(4, "little"), protocol=3)
-    yield "numpy presized", finish(dict_of(G_ema=call(
-        glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
-        tuple_of(b"J" + (2**30).to_bytes(4, "little"), b"J" + (2**30).to_bytes(4, "little")), raw_bytes(b"b"))))
-    yield "torch storage huge in zip", torch_zip_with(finish(dict_of(g_ema=call(
-        glob("torch._utils", "_rebuild_tensor_v2"),
-        b"(" + text("storage") + glob("torch", "FloatStorage") + text("0") + text("cpu") + b"\x8a\x05" +
-        (2**36).to_bytes(5, "little") + b"tQ",
-        b"K\x00", tuple_of(b"\x8a\x05" + (2**36).to_bytes(5, "little")), tuple_of(b"K\x01"), b"\x89",
-        call(glob("collections", "OrderedDict"))))))
+    yield (
+        "numpy presized",
+        finish(
+            dict_of(
+                G_ema=call(
+                    glob("numpy.core.multiarray", "_reconstruct"),
+                    glob("numpy", "ndarray"),
+                    tuple_of(b"J" + (2**30).to_bytes(4, "little"), b"J" + (2**30).to_bytes(4, "little")),
+                    raw_bytes(b"b"),
+                )
+            )
+        ),
+    )
+    yield (
+        "torch storage huge in zip",
+        torch_zip_with(
+            finish(
+                dict_of(
+                    g_ema=call(
+                        glob("torch._utils", "_rebuild_tensor_v2"),
+                        b"("
+                        + text("storage")
+                        + glob("torch", "FloatStorage")
+                        + text("0")
+                        + text("cpu")
+                        + b"\x8a\x05"
+                        + (2**36).to_bytes(5, "little")
+                        + b"tQ",
+                        b"K\x00",
+                        tuple_of(b"\x8a\x05" + (2**36).to_bytes(5, "little")),
+                        tuple_of(b"K\x01"),
+                        b"\x89",
+                        call(glob("collections", "OrderedDict")),
+                    )
+                )
+            )
+        ),
+    )
     yield "deep list", finish(b"]" * 200_000 + b"a" * 199_999)
     yield "deep tuple1", finish(b"N" + b"\x85" * 200_000)
-    yield "deep dict in state", finish(dict_of(G_ema=call(
-        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
-        dict_of(type=text("class"), class_name=text("Generator"),
-                state=b"}" + (text("k") + b"}") * 50_000 + b"s" * 50_000))))
+    yield (
+        "deep dict in state",
+        finish(
+            dict_of(
+                G_ema=call(
+                    glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                    dict_of(
+                        type=text("class"),
+                        class_name=text("Generator"),
+                        state=b"}" + (text("k") + b"}") * 50_000 + b"s" * 50_000,
+                    ),
+                )
+            )
+        ),
+    )
     yield "long memo chain", finish(b"]" + b"\x94h\x00" * 10 + b"." * 0)
     big_set = b"\x8f(" + b"N" * 1000 + b"\x90"  # EMPTY_SET MARK ... ADDITEMS
     yield "persistent id", finish(text("x") + b"Q")
@@ -299,7 +394,8 @@ def strided_bombs():
     persistence, util, EasyDict, Persistent = ff._nvidia_modules()
     net = ff.nvidia_state(G, Persistent, "Generator")
     net.state["_modules"]["synthesis"].state["_modules"]["b8"].state["_modules"]["conv0"].state["_parameters"][
-        "weight"] = _expanded()
+        "weight"
+    ] = _expanded()
     with ff.fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
         yield "nvidia pkl parameter", pickle.dumps({"G_ema": net}, protocol=4)
 
@@ -328,14 +424,29 @@ def test_overlapping_stride_tensors_are_refused_fast(tmp_path):
 def _storage_pid(numel: int, legacy: bool) -> bytes:
     """A persistent id naming a FloatStorage of `numel` elements (the 6-tuple of the legacy format has
     a trailing view_metadata)."""
-    return (b"(" + text("storage") + glob("torch", "FloatStorage") + text("0") + text("cpu")
-            + b"\x8a\x08" + numel.to_bytes(8, "little") + (b"N" if legacy else b"") + b"tQ")
+    return (
+        b"("
+        + text("storage")
+        + glob("torch", "FloatStorage")
+        + text("0")
+        + text("cpu")
+        + b"\x8a\x08"
+        + numel.to_bytes(8, "little")
+        + (b"N" if legacy else b"")
+        + b"tQ"
+    )
 
 
 def _tensor_over(storage: bytes, numel: int) -> bytes:
-    return call(glob("torch._utils", "_rebuild_tensor_v2"), storage, b"K\x00",
-                tuple_of(b"\x8a\x08" + numel.to_bytes(8, "little")), tuple_of(b"K\x01"), b"\x89",
-                call(glob("collections", "OrderedDict")))
+    return call(
+        glob("torch._utils", "_rebuild_tensor_v2"),
+        storage,
+        b"K\x00",
+        tuple_of(b"\x8a\x08" + numel.to_bytes(8, "little")),
+        tuple_of(b"K\x01"),
+        b"\x89",
+        call(glob("collections", "OrderedDict")),
+    )
 
 
 def unfilled_storages():
@@ -350,10 +461,21 @@ def unfilled_storages():
             yield f"zip {key} {numel}", torch_zip_with(zipped)
         nested = torch_legacy_with(finish(_storage_pid(numel, True)))
         storage = call(glob("torch.storage", "_load_from_bytes"), raw_bytes(nested))
-        yield f"nvidia nested storage {numel}", finish(dict_of(G_ema=call(
-            glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
-            dict_of(type=text("class"), class_name=text("Generator"),
-                    state=dict_of(_parameters=dict_of(w=_tensor_over(storage, numel)))))))
+        yield (
+            f"nvidia nested storage {numel}",
+            finish(
+                dict_of(
+                    G_ema=call(
+                        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                        dict_of(
+                            type=text("class"),
+                            class_name=text("Generator"),
+                            state=dict_of(_parameters=dict_of(w=_tensor_over(storage, numel))),
+                        ),
+                    )
+                )
+            ),
+        )
 
 
 def test_storages_larger_than_the_file_are_refused_without_touching_memory(tmp_path):
@@ -407,8 +529,12 @@ def test_numbers_in_names_and_configs_cannot_hang(tmp_path):
 
     G = ff.make_generator()
     cases = {}
-    for label, key in (("lod huge", "ToRGB_lod99999999999/weight"), ("lod 4000 digits", "ToRGB_lod" + "9" * 4000 + "/b"),
-                       ("res 2^200", f"{2**200}x{2**200}/Conv0_up/weight"), ("res 0", "0x0/Conv1/weight")):
+    for label, key in (
+        ("lod huge", "ToRGB_lod99999999999/weight"),
+        ("lod 4000 digits", "ToRGB_lod" + "9" * 4000 + "/b"),
+        ("res 2^200", f"{2**200}x{2**200}/Conv0_up/weight"),
+        ("res 0", "0x0/Conv1/weight"),
+    ):
         network, Network = ff._tf_modules()
         mapping, synth, own = ff.tf_variables(G)
         synth[key] = np.ones(3, np.float32)
@@ -419,9 +545,15 @@ def test_numbers_in_names_and_configs_cannot_hang(tmp_path):
     for label, value in (("2^62", 2**62), ("2^4000", 2**4000), ("0", 0), ("-16", -16), ("17", 17)):
         persistence, util, EasyDict, Persistent = ff._nvidia_modules()
         net = ff.nvidia_state(G, Persistent, "Generator")
-        net.state["_init_kwargs"] = EasyDict(z_dim=16, c_dim=0, w_dim=16, img_resolution=value, img_channels=3,
-                                             mapping_kwargs=EasyDict(num_layers=2),
-                                             synthesis_kwargs=EasyDict(channel_base=value, channel_max=value))
+        net.state["_init_kwargs"] = EasyDict(
+            z_dim=16,
+            c_dim=0,
+            w_dim=16,
+            img_resolution=value,
+            img_channels=3,
+            mapping_kwargs=EasyDict(num_layers=2),
+            synthesis_kwargs=EasyDict(channel_base=value, channel_max=value),
+        )
         with ff.fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
             cases[f"nvidia resolution {label}"] = pickle.dumps({"G_ema": net}, protocol=4)
 
@@ -454,12 +586,27 @@ def test_storage_constructors_cannot_allocate_more_than_the_file(tmp_path):
     for cls in ("FloatStorage", "DoubleStorage", "ByteStorage", "UntypedStorage"):
         for n in (2**20, 2**27, 2**31, 2**40, -1):
             size = b"\x8a\x08" + n.to_bytes(8, "little", signed=True)
-            t = call(glob("torch._utils", "_rebuild_tensor_v2"), call(glob("torch", cls), size), b"K\x00",
-                     tuple_of(size), tuple_of(b"K\x01"), b"\x89", call(glob("collections", "OrderedDict")))
-            data = finish(dict_of(G_ema=call(
-                glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
-                dict_of(type=text("class"), class_name=text("Generator"),
-                        state=dict_of(_parameters=dict_of(**{"mapping.fc0.weight": t}))))))
+            t = call(
+                glob("torch._utils", "_rebuild_tensor_v2"),
+                call(glob("torch", cls), size),
+                b"K\x00",
+                tuple_of(size),
+                tuple_of(b"K\x01"),
+                b"\x89",
+                call(glob("collections", "OrderedDict")),
+            )
+            data = finish(
+                dict_of(
+                    G_ema=call(
+                        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                        dict_of(
+                            type=text("class"),
+                            class_name=text("Generator"),
+                            state=dict_of(_parameters=dict_of(**{"mapping.fc0.weight": t})),
+                        ),
+                    )
+                )
+            )
             _check(tmp_path, f"{cls}({n})", data, tmp_path / "PWNED")
     assert peak_rss_bytes() - before < 100 * 2**20
 
@@ -486,10 +633,20 @@ def test_zip_bombs_are_refused_before_inflating(tmp_path):
     an NVIDIA pickle) is refused without the memory."""
     bomb = _deflated_zip(300 * 2**20)
     assert len(bomb) < 2_000_000
-    nested = finish(dict_of(G_ema=call(
-        glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
-        dict_of(type=text("class"), class_name=text("Generator"), state=dict_of(_parameters=dict_of(
-            w=call(glob("torch.storage", "_load_from_bytes"), raw_bytes(bomb))))))))
+    nested = finish(
+        dict_of(
+            G_ema=call(
+                glob("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                dict_of(
+                    type=text("class"),
+                    class_name=text("Generator"),
+                    state=dict_of(
+                        _parameters=dict_of(w=call(glob("torch.storage", "_load_from_bytes"), raw_bytes(bomb)))
+                    ),
+                ),
+            )
+        )
+    )
     before = peak_rss_bytes()
     for name, data in (("zip bomb", bomb), ("nested zip bomb", nested)):
         assert len(data) < 2_000_000, name

@@ -18,8 +18,18 @@ def _queue(pack, node, G, clip, direction, seed: int) -> weakref.ref:
     """One queue of NADA Adapt (+ a Sample of the result), dropping every output like ComfyUI's cache
     does when the next prompt differs."""
     with torch.inference_mode():
-        out = node.adapt(G, clip, direction, steps=3, learning_rate=0.002, layers="all", train_seed=seed,
-                         preview_every=1, batch=1, reuse_saved=False)
+        out = node.adapt(
+            G,
+            clip,
+            direction,
+            steps=3,
+            learning_rate=0.002,
+            layers="all",
+            train_seed=seed,
+            preview_every=1,
+            batch=1,
+            reuse_saved=False,
+        )
         G2 = out["result"][0]
         pack.NODE_CLASS_MAPPINGS["NADA_Sample"]().sample(G2, "0-1", 0.7, "const")
     ref = weakref.ref(G2)
@@ -41,9 +51,11 @@ def _soak(pack, bridge, G, clip, direction, runs: int, capsys) -> dict[str, list
             assert torch.cuda.memory_allocated() == 0 or torch.cuda.memory_reserved() == 0
     mib = [round(r / 2**20, 1) for r in numbers["rss"]]
     with capsys.disabled():
-        print(f"\nsoak {runs} runs: RSS MiB {mib[0]} after run 1, {mib[1]} after run 2, {mib[-1]} at the end "
-              f"(all: {mib}); fds {numbers['fds'][0]} -> {numbers['fds'][-1]}; "
-              f"threads {numbers['threads'][0]} -> {numbers['threads'][-1]}")
+        print(
+            f"\nsoak {runs} runs: RSS MiB {mib[0]} after run 1, {mib[1]} after run 2, {mib[-1]} at the end "
+            f"(all: {mib}); fds {numbers['fds'][0]} -> {numbers['fds'][-1]}; "
+            f"threads {numbers['threads'][0]} -> {numbers['threads'][-1]}"
+        )
     return numbers
 
 

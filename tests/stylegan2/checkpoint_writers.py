@@ -220,9 +220,15 @@ def tf_variables(G: Generator) -> tuple[list, list, list]:
     sd = {k: v.detach() for k, v in G.state_dict().items()}
     mapping = []
     for i in range(cfg.mapping_layers):
-        mapping += [(f"Dense{i}/weight", _np(sd[f"mapping.fc{i}.weight"].T)), (f"Dense{i}/bias", _np(sd[f"mapping.fc{i}.bias"]))]
+        mapping += [
+            (f"Dense{i}/weight", _np(sd[f"mapping.fc{i}.weight"].T)),
+            (f"Dense{i}/bias", _np(sd[f"mapping.fc{i}.bias"])),
+        ]
     if cfg.c_dim:
-        mapping += [("LabelEmbed/weight", _np(sd["mapping.embed.weight"].T)), ("LabelEmbed/bias", _np(sd["mapping.embed.bias"]))]
+        mapping += [
+            ("LabelEmbed/weight", _np(sd["mapping.embed.weight"].T)),
+            ("LabelEmbed/bias", _np(sd["mapping.embed.bias"])),
+        ]
     synthesis = [("4x4/Const/const", _np(sd["synthesis.b4.const"][None]))]
     noises = []
     for res in cfg.resolutions:

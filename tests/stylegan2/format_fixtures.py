@@ -80,26 +80,39 @@ def _nvidia_modules():
             self.class_name, self.state = class_name, state
 
         def __reduce__(self):
-            meta = dict(type="class", version=6, module_src="# network source would be here\n",
-                        class_name=self.class_name, state=self.state)
+            meta = dict(
+                type="class",
+                version=6,
+                module_src="# network source would be here\n",
+                class_name=self.class_name,
+                state=self.state,
+            )
             return (_reconstruct_persistent_obj, (meta,))
 
     return persistence, util, EasyDict, Persistent
 
 
 def nvidia_state(module: torch.nn.Module, Persistent, class_name: str, filter_names=()) -> object:
-    params = collections.OrderedDict((n, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
-                                     for n, p in module.named_parameters(recurse=False))
+    params = collections.OrderedDict(
+        (n, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
+        for n, p in module.named_parameters(recurse=False)
+    )
     buffers = collections.OrderedDict((n, b.detach().clone()) for n, b in module.named_buffers(recurse=False))
     if class_name in ("SynthesisBlock", "SynthesisLayer", "Conv2dLayer"):
         buffers["resample_filter"] = make_filter()
     children = collections.OrderedDict()
     for n, child in module.named_children():
         cname = {"FullyConnected": "FullyConnectedLayer", "SkipConv": "Conv2dLayer"}.get(
-            type(child).__name__, type(child).__name__)
+            type(child).__name__, type(child).__name__
+        )
         children[n] = nvidia_state(child, Persistent, cname)
-    state = {"training": False, "_parameters": params, "_buffers": buffers, "_modules": children,
-             "_non_persistent_buffers_set": set()}
+    state = {
+        "training": False,
+        "_parameters": params,
+        "_buffers": buffers,
+        "_modules": children,
+        "_non_persistent_buffers_set": set(),
+    }
     return Persistent(class_name, state)
 
 
@@ -109,15 +122,31 @@ def write_nvidia_pkl(G: Generator, path, conv_clamp=None) -> None:
     net = nvidia_state(G, Persistent, "Generator")
     net.state["_init_args"] = ()
     net.state["_init_kwargs"] = EasyDict(
-        z_dim=c.z_dim, c_dim=c.c_dim, w_dim=c.w_dim, img_resolution=c.img_resolution, img_channels=3,
+        z_dim=c.z_dim,
+        c_dim=c.c_dim,
+        w_dim=c.w_dim,
+        img_resolution=c.img_resolution,
+        img_channels=3,
         mapping_kwargs=EasyDict(num_layers=c.mapping_layers),
-        synthesis_kwargs=EasyDict(channel_base=1024, channel_max=32, num_fp16_res=0,
-                                  conv_clamp=conv_clamp, architecture=c.architecture),
+        synthesis_kwargs=EasyDict(
+            channel_base=1024, channel_max=32, num_fp16_res=0, conv_clamp=conv_clamp, architecture=c.architecture
+        ),
     )
-    d = Persistent("Discriminator", {"_parameters": collections.OrderedDict(w=torch.nn.Parameter(torch.ones(2))),
-                                     "_buffers": collections.OrderedDict(), "_modules": collections.OrderedDict()})
-    data = {"G": net, "D": d, "G_ema": net, "augment_pipe": None,
-            "training_set_kwargs": EasyDict(resolution=c.img_resolution)}
+    d = Persistent(
+        "Discriminator",
+        {
+            "_parameters": collections.OrderedDict(w=torch.nn.Parameter(torch.ones(2))),
+            "_buffers": collections.OrderedDict(),
+            "_modules": collections.OrderedDict(),
+        },
+    )
+    data = {
+        "G": net,
+        "D": d,
+        "G_ema": net,
+        "augment_pipe": None,
+        "training_set_kwargs": EasyDict(resolution=c.img_resolution),
+    }
     with fake_modules(**{"torch_utils.persistence": persistence, "dnnlib.util": util}):
         with open(path, "wb") as f:
             pickle.dump(data, f, protocol=4)
@@ -128,9 +157,15 @@ def _tf_modules():
 
     class Network:
         def __init__(self, name, variables, components=None, static_kwargs=None):
-            self.state = dict(version=4, name=name, static_kwargs=static_kwargs or {},
-                              components=components or {}, build_module_src="# tf source\n",
-                              build_func_name=f"G_{name}", variables=list(variables.items()))
+            self.state = dict(
+                version=4,
+                name=name,
+                static_kwargs=static_kwargs or {},
+                components=components or {},
+                build_module_src="# tf source\n",
+                build_func_name=f"G_{name}",
+                variables=list(variables.items()),
+            )
 
         def __getstate__(self):
             return self.state

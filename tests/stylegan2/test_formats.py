@@ -45,7 +45,9 @@ def test_safetensors_round_trip_bit_for_bit(tmp_path):
     assert half.synthesis.b8.conv0.weight.dtype == torch.float32
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(architecture="resnet", conv_clamp=256.0), dict(architecture="orig", c_dim=3)])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(architecture="resnet", conv_clamp=256.0), dict(architecture="orig", c_dim=3)]
+)
 def test_safetensors_keeps_every_architecture(tmp_path, kw):
     G = make_generator(**kw)
     H = load_generator(save_generator(G, tmp_path / "g.safetensors"))
@@ -63,7 +65,9 @@ def test_rosinality_export_and_load(tmp_path):
     assert g["convs.0.conv.weight"].shape == (1, 16, 32, 3, 3) and "convs.0.conv.blur.kernel" in g
     assert "convs.1.conv.blur.kernel" not in g and "to_rgbs.0.upsample.kernel" in g
     assert g["to_rgb1.bias"].shape == (1, 3, 1, 1) and g["noises.noise_0"].shape == (1, 1, 4, 4)
-    assert sorted(k for k in g if k.startswith("style.")) == [f"style.{i}.{w}" for i in (1, 2, 3) for w in ("bias", "weight")]
+    assert sorted(k for k in g if k.startswith("style.")) == [
+        f"style.{i}.{w}" for i in (1, 2, 3) for w in ("bias", "weight")
+    ]
     H = load_generator(p)
     same_tensors(G, H)
     assert torch.equal(render(G), render(H))
@@ -74,8 +78,12 @@ def test_rosinality_checkpoint_with_args_namespace_and_optimizer(tmp_path):
     G = make_generator()
     export_rosinality(G, tmp_path / "a.pt")
     g_ema = torch.load(tmp_path / "a.pt", weights_only=True)["g_ema"]
-    ckpt = {"g_ema": g_ema, "g": g_ema, "g_optim": {"state": {}, "param_groups": [{"lr": 0.002}]},
-            "args": argparse.Namespace(size=16, channel_multiplier=2, iter=300)}
+    ckpt = {
+        "g_ema": g_ema,
+        "g": g_ema,
+        "g_optim": {"state": {}, "param_groups": [{"lr": 0.002}]},
+        "args": argparse.Namespace(size=16, channel_multiplier=2, iter=300),
+    }
     torch.save(ckpt, tmp_path / "nada.pt")
     H = load_generator(tmp_path / "nada.pt")
     assert H.metadata["checkpoint"]["args"]["iter"] == 300
@@ -95,7 +103,9 @@ def test_rosinality_export_refuses_what_rosinality_cannot_hold(tmp_path):
     assert not (tmp_path / "r.pt").exists()
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(architecture="resnet", conv_clamp=256.0), dict(architecture="orig", c_dim=4)])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(architecture="resnet", conv_clamp=256.0), dict(architecture="orig", c_dim=4)]
+)
 def test_nvidia_pytorch_pickle(tmp_path, kw):
     G = make_generator(**kw)
     write_nvidia_pkl(G, tmp_path / "g.pkl", conv_clamp=kw.get("conv_clamp"))

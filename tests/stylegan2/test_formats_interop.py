@@ -282,7 +282,9 @@ def hostile_files(G: Generator, tmp_path: Path, marker: Path) -> dict[str, bytes
         "plain-pickle-os-system": pickle.dumps({"G_ema": RunCommand(marker)}),
     }
     # a payload nested in a tensor storage: NVIDIA pickles carry storages as bytes to be unpickled again
-    files["nvidia-nested-storage"] = pickle.dumps({"G_ema": NestedStorage(pickle.dumps(RunCommand(marker), protocol=2))})
+    files["nvidia-nested-storage"] = pickle.dumps(
+        {"G_ema": NestedStorage(pickle.dumps(RunCommand(marker), protocol=2))}
+    )
     buf = io.BytesIO()
     torch.save({"g_ema": rosinality_state_dict(G), "latent_avg": CreateFile(marker)}, buf)
     files["rosinality-pt"] = buf.getvalue()

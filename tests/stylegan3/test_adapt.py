@@ -138,8 +138,11 @@ def test_sampling_interpolation_and_blending(G):
     assert frames.shape == (5, 3, 16, 16) and torch.isfinite(frames).all()
     half = blend_generators(G, H, 0.5)
     assert type(half) is StyleGAN3Generator
-    name = "synthesis.L1_36_64.weight" if "synthesis.L1_36_64.weight" in G.state_dict() else next(
-        k for k in G.state_dict() if k.endswith(".weight") and k.startswith("synthesis.L"))
+    name = (
+        "synthesis.L1_36_64.weight"
+        if "synthesis.L1_36_64.weight" in G.state_dict()
+        else next(k for k in G.state_dict() if k.endswith(".weight") and k.startswith("synthesis.L"))
+    )
     torch.testing.assert_close(half.state_dict()[name], G.state_dict()[name] * 1.05)
 
 

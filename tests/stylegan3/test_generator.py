@@ -37,7 +37,9 @@ def test_schedule_of_the_published_256px_t_config():
 
 
 def test_variant_r_doubles_channels_and_filters_radially():
-    cfg = StyleGAN3Config(img_resolution=256, conv_kernel=1, use_radial_filters=True, channel_base=65536, channel_max=1024)
+    cfg = StyleGAN3Config(
+        img_resolution=256, conv_kernel=1, use_radial_filters=True, channel_base=65536, channel_max=1024
+    )
     assert cfg.variant == "stylegan3-r"
     specs = layer_specs(cfg)
     assert specs[0].out_channels == 1024 and specs[0].conv_kernel == 1

@@ -34,7 +34,9 @@ def test_kaiser_formulas_known_values():
     assert kaiser_atten(13, 0.1) == pytest.approx(2.285 * 12 * math.pi * 0.1 + 7.95)
 
 
-@pytest.mark.parametrize("numtaps, cutoff, width, fs", [(12, 2.0, 2.4, 16.0), (24, 5.5, 3.0, 32.0), (12, 64.0, 40.0, 256.0)])
+@pytest.mark.parametrize(
+    "numtaps, cutoff, width, fs", [(12, 2.0, 2.4, 16.0), (24, 5.5, 3.0, 32.0), (12, 64.0, 40.0, 256.0)]
+)
 def test_lowpass_filter_is_a_lowpass(numtaps, cutoff, width, fs):
     h = lowpass_filter(numtaps, cutoff, width, fs).double().numpy()
     assert h.shape == (numtaps,)

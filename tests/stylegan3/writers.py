@@ -94,7 +94,9 @@ def _record(module: torch.nn.Module, cfg: StyleGAN3Config, src: str, init_kwargs
         (k, None if v is None else torch.nn.Parameter(v.detach().clone(), requires_grad=False))
         for k, v in module._parameters.items()
     )
-    buffers = collections.OrderedDict((k, None if v is None else v.detach().clone()) for k, v in module._buffers.items())
+    buffers = collections.OrderedDict(
+        (k, None if v is None else v.detach().clone()) for k, v in module._buffers.items()
+    )
     children = collections.OrderedDict((k, _record(v, cfg, src)) for k, v in module._modules.items())
     if isinstance(module, MappingNetwork) and not cfg.c_dim:
         children = collections.OrderedDict([("embed", None), *children.items()])  # NVIDIA keeps embed = None

@@ -70,8 +70,10 @@ def _finite_float(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Te
         if not isinstance(t, torch.Tensor):
             raise FormatError(f"{where}: entry {k!r} is not a tensor")
         if overlapping(t):
-            raise FormatError(f"{where}: tensor {k} declares more values than the file stores (overlapping "
-                              "strides); the file is damaged or hostile and is refused")
+            raise FormatError(
+                f"{where}: tensor {k} declares more values than the file stores (overlapping "
+                "strides); the file is damaged or hostile and is refused"
+            )
         if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.uint8)):
             raise FormatError(f"{where}: tensor {k} has dtype {t.dtype}; expected floating point weights")
         t = t.detach().to(torch.float32)
@@ -95,7 +97,9 @@ def config_from_dict(d: dict[str, Any]) -> GeneratorConfig | StyleGAN3Config:
     return StyleGAN3Config.from_dict(d) if d.get("family") == FAMILY_STYLEGAN3 else GeneratorConfig.from_dict(d)
 
 
-def _build(cfg: GeneratorConfig | StyleGAN3Config, sd: dict[str, torch.Tensor], where: str, w_avg_known: bool) -> Generator:
+def _build(
+    cfg: GeneratorConfig | StyleGAN3Config, sd: dict[str, torch.Tensor], where: str, w_avg_known: bool
+) -> Generator:
     with torch.device("meta"):
         G = generator_class(cfg)(cfg)
     G.requires_grad_(False)
@@ -113,8 +117,10 @@ def _build(cfg: GeneratorConfig | StyleGAN3Config, sd: dict[str, torch.Tensor], 
         )
     for k, t in own.items():
         if tuple(sd[k].shape) != tuple(t.shape):
-            raise FormatError(f"{where}: tensor {k} has shape {list(sd[k].shape)}, expected {list(t.shape)} "
-                              "for the architecture inferred from the file")
+            raise FormatError(
+                f"{where}: tensor {k} has shape {list(sd[k].shape)}, expected {list(t.shape)} "
+                "for the architecture inferred from the file"
+            )
     G.load_state_dict(sd, assign=True)
     return G.eval()
 
@@ -128,12 +134,24 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
         G = _load(data, where)
     except FormatError:
         raise
-    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError, OverflowError,
-            MemoryError, zipfile.BadZipFile) as e:
+    except (
+        RuntimeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        EOFError,
+        OverflowError,
+        MemoryError,
+        zipfile.BadZipFile,
+    ) as e:
         # Damaged files fail in many places (zip directory, tensor shapes, nested structures); they
         # all mean the same to the user.
-        raise FormatError(f"{where} is damaged or not a generator comfyui-nada can read "
-                          f"({type(e).__name__}: {str(e)[:200]}); re-download or re-export it") from None
+        raise FormatError(
+            f"{where} is damaged or not a generator comfyui-nada can read "
+            f"({type(e).__name__}: {str(e)[:200]}); re-download or re-export it"
+        ) from None
     G.metadata.setdefault("source_file", path.name)
     G.metadata["source_bytes"] = len(data)
     return G.to(device)
@@ -158,7 +176,9 @@ def _load(data: bytes, where: str) -> Generator:
         elif isinstance(obj, PersistentRecord):
             raise FormatError(f"{where} holds a single network ({obj.class_name}), not a network pickle with 'G_ema'")
         else:
-            raise FormatError(f"{where} is a pickle but not a StyleGAN2/StyleGAN3 network pickle (found {type(obj).__name__})")
+            raise FormatError(
+                f"{where} is a pickle but not a StyleGAN2/StyleGAN3 network pickle (found {type(obj).__name__})"
+            )
         w_avg_known = "mapping.w_avg" in sd
     else:
         size = len(data)
@@ -205,7 +225,9 @@ def _load_safetensors(data: bytes, where: str):
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT_NAME:
         if "format" in meta and meta["format"] == "nada.adapter":
-            raise FormatError(f"{where} is a NADA adapter, not a generator; apply it with Apply Adapters / nada.apply_adapters")
+            raise FormatError(
+                f"{where} is a NADA adapter, not a generator; apply it with Apply Adapters / nada.apply_adapters"
+            )
         cfg = nvidia.config_from_ours(tensors)
         return cfg, tensors, {"source_format": "safetensors-state-dict"}
     try:
@@ -237,8 +259,7 @@ def save_generator(
 
     meta = {**(getattr(G, "metadata", None) or {}), **(metadata or {})}
     tensors = {
-        k: (v.to(dtype) if dtype is not None else v).detach().to("cpu").contiguous()
-        for k, v in G.state_dict().items()
+        k: (v.to(dtype) if dtype is not None else v).detach().to("cpu").contiguous() for k, v in G.state_dict().items()
     }
     header = {
         "format": FORMAT_NAME,
@@ -258,8 +279,10 @@ def export_rosinality(G: Generator, path: str | os.PathLike, overwrite: bool = F
     build is written with a warning (tools that read channels from the tensors load it); `strict=True`
     refuses it instead, for files meant for the original tools."""
     if isinstance(G.config, StyleGAN3Config):
-        raise ConfigError("rosinality's format holds StyleGAN2 generators only; save this StyleGAN3 generator as "
-                          ".safetensors (save_generator) instead")
+        raise ConfigError(
+            "rosinality's format holds StyleGAN2 generators only; save this StyleGAN3 generator as "
+            ".safetensors (save_generator) instead"
+        )
     sd = {k: v.detach().to("cpu") for k, v in G.state_dict().items()}
     g_ema = rosinality.to_rosinality(G.config, sd, strict=strict)
     obj = {"g_ema": g_ema, "latent_avg": sd["mapping.w_avg"].clone()}

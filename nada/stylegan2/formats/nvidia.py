@@ -149,8 +149,10 @@ def _t(a: Any, name: str) -> torch.Tensor:
         a = np.asarray(a)
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
         found = f"{a.dtype} array" if isinstance(a, np.ndarray) else type(a).__name__
-        raise FormatError(f"TensorFlow variable {name} is not a number or numeric array (found {found}); "
-                          "the network is damaged or of an unsupported kind")
+        raise FormatError(
+            f"TensorFlow variable {name} is not a number or numeric array (found {found}); "
+            "the network is damaged or of an unsupported kind"
+        )
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32, copy=False).copy())
 
 
@@ -176,8 +178,10 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
         raise FormatError("the TensorFlow generator has no mapping/synthesis components; unsupported network")
     version = Gs.state.get("version")
     if isinstance(version, int) and version < 4:
-        raise FormatError(f"this TensorFlow network pickle has version {version} (StyleGAN 1 era); only "
-                          "StyleGAN2 / StyleGAN2-ADA networks are supported")
+        raise FormatError(
+            f"this TensorFlow network pickle has version {version} (StyleGAN 1 era); only "
+            "StyleGAN2 / StyleGAN2-ADA networks are supported"
+        )
     kw = {**Gs.static_kwargs, **mapping.static_kwargs, **synthesis.static_kwargs}
     for key, ok in (("nonlinearity", "lrelu"), ("mapping_nonlinearity", "lrelu")):
         if kw.get(key, ok) != ok:
@@ -206,8 +210,10 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
     if "LabelConcat/weight" in mv:
         # StyleGAN2 (not -ADA) TF conditions by concatenating an un-normalised label projection,
         # a different mapping from the one we (and NVIDIA's PyTorch port) implement.
-        raise FormatError("this is a conditional StyleGAN2 TensorFlow network with 'LabelConcat'; only "
-                          "StyleGAN2-ADA conditional networks ('LabelEmbed') are supported")
+        raise FormatError(
+            "this is a conditional StyleGAN2 TensorFlow network with 'LabelConcat'; only "
+            "StyleGAN2-ADA conditional networks ('LabelEmbed') are supported"
+        )
     if "LabelEmbed/weight" in mv:
         sd["mapping.embed.weight"] = mv.tensor("LabelEmbed/weight").T.contiguous()
         sd["mapping.embed.bias"] = mv.tensor("LabelEmbed/bias")
@@ -244,8 +250,10 @@ def from_nvidia_tf(data: Any) -> tuple[GeneratorConfig, dict[str, torch.Tensor],
             sd[f"{o}.torgb.bias"] = sv.tensor(f"{v}/bias")
         if f"{p}/Skip/weight" in sv:
             sd[f"{o}.skip.weight"] = sv.tensor(f"{p}/Skip/weight").permute(3, 2, 0, 1).contiguous()
-    kwargs = {"mapping_kwargs": {"lr_multiplier": float(kw.get("mapping_lrmul", 0.01))},
-              "synthesis_kwargs": {"conv_clamp": kw.get("conv_clamp")}}
+    kwargs = {
+        "mapping_kwargs": {"lr_multiplier": float(kw.get("mapping_lrmul", 0.01))},
+        "synthesis_kwargs": {"conv_clamp": kw.get("conv_clamp")},
+    }
     cfg = config_from_ours(sd, kwargs)
     taps = kw.get("resample_kernel", [1, 3, 3, 1])
     if taps is not None and [float(t) for t in taps] != [1.0, 3.0, 3.0, 1.0]:

@@ -30,7 +30,9 @@ def _get(sd: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     try:
         t = sd[key]
     except KeyError:
-        raise FormatError(f"rosinality checkpoint is missing {key!r}; the file is incomplete or not a generator") from None
+        raise FormatError(
+            f"rosinality checkpoint is missing {key!r}; the file is incomplete or not a generator"
+        ) from None
     if not isinstance(t, torch.Tensor):
         raise FormatError(f"rosinality checkpoint entry {key!r} is not a tensor")
     return t
@@ -135,18 +137,26 @@ def to_rosinality(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], strict: boo
     if cfg.img_channels != 3:
         problems.append(f"{cfg.img_channels} image channels (rosinality's ToRGB writes 3)")
     if problems:
-        raise FormatError("this generator cannot be written as a rosinality .pt: " + "; ".join(problems)
-                          + ". Save it as .safetensors instead")
+        raise FormatError(
+            "this generator cannot be written as a rosinality .pt: "
+            + "; ".join(problems)
+            + ". Save it as .safetensors instead"
+        )
     multiplier = rosinality_channel_multiplier(cfg)
     if multiplier is None and strict:
-        raise FormatError(f"channels {list(cfg.channels)} are not rosinality's table for any channel_multiplier, "
-                          "so rosinality's Generator() cannot load this .pt; save it as .safetensors, or export "
-                          "without strict for tools that take channels from the tensors")
+        raise FormatError(
+            f"channels {list(cfg.channels)} are not rosinality's table for any channel_multiplier, "
+            "so rosinality's Generator() cannot load this .pt; save it as .safetensors, or export "
+            "without strict for tools that take channels from the tensors"
+        )
     if multiplier is None:
         # Tools that infer channels from the tensors (comfyui-nada, some converters) read it; tools
         # that rebuild rosinality's Generator(size, style_dim, n_mlp, channel_multiplier) cannot.
-        log.warning("channels %s are not rosinality's table for any channel_multiplier; the .pt loads only in "
-                    "tools that take channels from the tensors", list(cfg.channels))
+        log.warning(
+            "channels %s are not rosinality's table for any channel_multiplier; the .pt loads only in "
+            "tools that take channels from the tensors",
+            list(cfg.channels),
+        )
     out: dict[str, torch.Tensor] = {}
     for i in range(cfg.mapping_layers):
         out[f"style.{i + 1}.weight"] = sd[f"mapping.fc{i}.weight"]
@@ -182,15 +192,20 @@ def unwrap_checkpoint(obj: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor |
         info["keys"] = sorted(str(k) for k in obj)
         args = obj.get("args")
         if args is not None:
-            info["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))} \
-                if hasattr(args, "__dict__") else {}
+            info["args"] = (
+                {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+                if hasattr(args, "__dict__")
+                else {}
+            )
     elif isinstance(obj, dict) and (is_rosinality(_unprefixed(obj)) or "synthesis.b4.const" in obj):
         sd, latent_avg = obj, None
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and any(
-        str(k).startswith("decoder.") for k in obj["state_dict"]
+    elif (
+        isinstance(obj, dict)
+        and isinstance(obj.get("state_dict"), dict)
+        and any(str(k).startswith("decoder.") for k in obj["state_dict"])
     ):
         # pSp / e4e / ReStyle checkpoints carry a rosinality generator as their decoder.
-        sd = {k[len("decoder."):]: v for k, v in obj["state_dict"].items() if str(k).startswith("decoder.")}
+        sd = {k[len("decoder.") :]: v for k, v in obj["state_dict"].items() if str(k).startswith("decoder.")}
         latent_avg = obj.get("latent_avg")
         info["keys"] = sorted(str(k) for k in obj)
         info["decoder_of"] = "pSp/e4e-style encoder checkpoint"
@@ -208,8 +223,10 @@ def unwrap_checkpoint(obj: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor |
     if latent_avg is not None and latent_avg.ndim == 2:
         # Some tools store the average per W+ entry ([num_ws, w_dim], rows equal); one row is w_avg.
         if not torch.equal(latent_avg, latent_avg[:1].expand_as(latent_avg)):
-            raise FormatError(f"latent_avg has shape {list(latent_avg.shape)} with differing rows; expected one "
-                              "average w. Remove it from the checkpoint to have it estimated")
+            raise FormatError(
+                f"latent_avg has shape {list(latent_avg.shape)} with differing rows; expected one "
+                "average w. Remove it from the checkpoint to have it estimated"
+            )
         latent_avg = latent_avg[0]
     return sd, latent_avg, info
 
@@ -217,5 +234,5 @@ def unwrap_checkpoint(obj: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor |
 def _unprefixed(sd: dict[str, Any]) -> dict[str, Any]:
     """A state dict saved from a DataParallel/DDP wrapper has every key prefixed with 'module.'."""
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return sd

@@ -92,16 +92,20 @@ def _load_storage_bytes(data: bytes) -> Any:
         # torch's own message advises weights_only=False, the one thing never to do with such a file
         found = re.search(r"GLOBAL\s+([\w.]+)", str(e))
         what = f"asks to load {found.group(1)}" if found else "is not plain tensor data"
-        raise FormatError(f"a tensor storage nested in the pickle {what}; refused for safety (it could run code "
-                          "from the file). The file is damaged or hostile") from None
+        raise FormatError(
+            f"a tensor storage nested in the pickle {what}; refused for safety (it could run code "
+            "from the file). The file is damaged or hostile"
+        ) from None
     # The legacy torch format sizes a storage by a number in the data and allocates it uninitialised
     # before (or without) reading it; a storage larger than its bytes was never filled from the file.
     with warnings.catch_warnings():  # TypedStorage.nbytes warns that TypedStorage is deprecated
         warnings.simplefilter("ignore")
         nbytes = storage.nbytes() if hasattr(storage, "nbytes") else 0
     if nbytes > len(data):
-        raise FormatError(f"a tensor storage nested in the pickle declares {nbytes} bytes but holds {len(data)}; "
-                          "the file is damaged or hostile and is refused")
+        raise FormatError(
+            f"a tensor storage nested in the pickle declares {nbytes} bytes but holds {len(data)}; "
+            "the file is damaged or hostile and is refused"
+        )
     return storage
 
 
@@ -110,8 +114,10 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
 
     t = _rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
     if overlapping(t):
-        raise FormatError(f"a tensor of shape {list(t.shape)} in the pickle declares more values than it stores "
-                          "(overlapping strides); the file is damaged or hostile and is refused")
+        raise FormatError(
+            f"a tensor of shape {list(t.shape)} in the pickle declares more values than it stores "
+            "(overlapping strides); the file is damaged or hostile and is refused"
+        )
     return t
 
 
@@ -149,7 +155,9 @@ def _np_scalar(dtype, data=None):
     if data is None:
         return dtype.type()
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
-        raise FormatError(f"a numpy {dtype} scalar in the pickle does not hold {dtype.itemsize} bytes; the file is damaged")
+        raise FormatError(
+            f"a numpy {dtype} scalar in the pickle does not hold {dtype.itemsize} bytes; the file is damaged"
+        )
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
@@ -234,8 +242,10 @@ class _BoundedStorage:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         n = args[0] if args and isinstance(args[0], int) else 0
         if n < 0 or n > self.limit:
-            raise FormatError(f"the pickle asks for a storage of {n} values in a file of {self.limit} bytes; "
-                              "it is damaged or hostile and is refused")
+            raise FormatError(
+                f"the pickle asks for a storage of {n} values in a file of {self.limit} bytes; "
+                "it is damaged or hostile and is refused"
+            )
         return self.cls(*args, **kwargs)
 
 
@@ -282,8 +292,9 @@ class SafeUnpickler(pickle._Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise FormatError("the pickle uses external references (persistent ids), which a plain "
-                          "StyleGAN pickle does not; refused")
+        raise FormatError(
+            "the pickle uses external references (persistent ids), which a plain StyleGAN pickle does not; refused"
+        )
 
 
 def safe_load(data: bytes) -> Any:
@@ -294,7 +305,18 @@ def safe_load(data: bytes) -> Any:
         raise
     except RecursionError:
         raise FormatError("the pickle is nested too deeply; the file is damaged or hostile") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            UnicodeDecodeError, OverflowError, MemoryError, RuntimeError, struct.error) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+        RuntimeError,
+        struct.error,
+    ) as e:
         raise FormatError(f"the pickle is damaged or truncated ({type(e).__name__}: {e})") from None
-
