@@ -37,6 +37,9 @@ OFFICIAL_SWITCHES = {
     "patch_templates": "parts_in_imagenet",
     "delta_floor": 0.0,
     "clip_antialias": "off",
+    # Not a different formula, but the official code runs rosinality's fused modulated convolution, so
+    # the compatible step rounds the way it does.
+    "fused_modconv": True,
 }
 
 

@@ -149,8 +149,12 @@ class Run:
             self.G_train = trainable_copy(G, device).train()
             self.G_train.requires_grad_(False)
             self.G_train.synthesis.gradient_checkpointing = use_checkpointing(cfg, G, device)
+            # The frozen image is rendered in the trainable copy's form (without touching the caller's
+            # generator), so the two images of a pair are computed alike and dI is exactly 0 at step 1.
+            self.frozen_form: dict[str, bool] = {}
             if hasattr(self.G_train.synthesis, "fused_modconv"):  # StyleGAN3's layers have one form
                 self.G_train.synthesis.fused_modconv = cfg.fused_modconv
+                self.frozen_form = {"fused_modconv": cfg.fused_modconv}
             # The official W+ mapping can choose the first ToRGB, so it must be among the candidates.
             official_auto = cfg.auto and cfg.w_mapping == "official"
             self.candidates = layer_groups.resolve_units(
@@ -302,7 +306,7 @@ class Run:
             ws_f, ws_t = frozen_and_trainable_ws(self.G_frozen, inputs, self.device)
         # ws and noise stay ordinary tensors: the trainable pass saves them for its backward
         with torch.inference_mode(), generator_autocast(cfg, self.device):
-            src = self.G_frozen.synthesis(ws_f, noise=noise_f).float()
+            src = self.G_frozen.synthesis(ws_f, noise=noise_f, **self.frozen_form).float()
         tgt = self.synthesize(ws_t, noise_t)
         loss, terms = self.loss(src, tgt)
         value = loss.item()

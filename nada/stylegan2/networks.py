@@ -320,7 +320,9 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "const",
         noise: list[torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
+        fused_modconv: bool | None = None,  # None = self.fused_modconv; see ops.modulated_conv2d
     ) -> torch.Tensor:  # [B, img_channels, H, W], roughly in [-1, 1]
+        fused = self.fused_modconv if fused_modconv is None else fused_modconv
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.cfg.w_dim:
             raise ConfigError(f"ws must have shape [batch, {self.num_ws}, {self.cfg.w_dim}], got {list(ws.shape)}")
         # Noise is materialised before the blocks so that gradient checkpointing recomputes with the
@@ -332,9 +334,9 @@ class SynthesisNetwork(nn.Module):
             block_ws = ws[:, w_idx : w_idx + block.num_conv + block.num_torgb]
             block_noise = all_noise[n_idx : n_idx + block.num_conv]
             if self.gradient_checkpointing and torch.is_grad_enabled() and block.in_channels:
-                x, img = checkpoint(block, x, img, block_ws, block_noise, self.fused_modconv, use_reentrant=False)
+                x, img = checkpoint(block, x, img, block_ws, block_noise, fused, use_reentrant=False)
             else:
-                x, img = block(x, img, block_ws, block_noise, self.fused_modconv)
+                x, img = block(x, img, block_ws, block_noise, fused)
             w_idx += block.num_conv
             n_idx += block.num_conv
         return img
