@@ -36,3 +36,15 @@ def write_micro_clip(folder: Path, seed: int = 0) -> tuple[Path, Path, torch.nn.
     config.write_text(json.dumps(MICRO_CONFIG))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     return config, weights, model
+
+
+def micro_clip_ensemble(tmp_path_factory):
+    """Two micro CLIPs (random weights, fast) as a weighted ensemble A x1.0 + B x0.5: the run's mechanics
+    do not need a CLIP that knows anything."""
+    from nada.clip import clip_ensemble, load_clip
+
+    a = write_micro_clip(tmp_path_factory.mktemp("a"), seed=0)
+    b = write_micro_clip(tmp_path_factory.mktemp("b"), seed=1)
+    return clip_ensemble(
+        [(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)]
+    )

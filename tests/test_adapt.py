@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from nada.adaptation import AdaptConfig, AdaptError, AdaptProgress, adapt
-from nada.clip import clip_ensemble, load_clip
 from nada.directions import text_direction
 from nada.errors import ConfigError
 from nada.layers import unit_parameters, w_index_units
@@ -22,20 +21,14 @@ from tests.adapt_fixtures import (
     tiny_clip,
     zero_shot,
 )
-from tests.clip_fixtures import write_micro_clip
+from tests.clip_fixtures import micro_clip_ensemble
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """Two micro CLIPs (random weights, fast) as a weighted ensemble: the mechanics do not need a
-    CLIP that knows anything; the proof of adaptation below uses the trained tiny CLIP."""
-    a = write_micro_clip(tmp_path_factory.mktemp("a"), seed=0)
-    b = write_micro_clip(tmp_path_factory.mktemp("b"), seed=1)
-    return clip_ensemble(
-        [(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)]
-    )
+    return micro_clip_ensemble(tmp_path_factory)  # the proof of adaptation uses the trained tiny CLIP
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,20 @@ import torch
 
 import nada.runs as runs
 from nada.adaptation import AdaptConfig, AdaptError, adapt
-from nada.clip import clip_ensemble, load_clip
+from nada.adaptation.config import OFFICIAL_SWITCHES
+from nada.clip import clip_ensemble
 from nada.directions import text_direction
 from nada.fingerprints import fingerprint
 from nada.run_state import RunStateError, load_state
 from tests.adapt_fixtures import make_generator
-from tests.clip_fixtures import write_micro_clip
+from tests.clip_fixtures import micro_clip_ensemble
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    a = write_micro_clip(tmp_path_factory.mktemp("a"), seed=0)
-    b = write_micro_clip(tmp_path_factory.mktemp("b"), seed=1)
-    return clip_ensemble(
-        [(load_clip(a[0], weights=a[1], name="A"), 1.0), (load_clip(b[0], weights=b[1], name="B"), 0.5)]
-    )
+    return micro_clip_ensemble(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -197,16 +194,8 @@ def test_run_keys_hold_only_what_changes_the_result(G, clip, direction, monkeypa
         "select_every": 2,
         "auto_k": 3,
         "autocast": "bf16",
-        "fused_modconv": True,
         "compat": "official",
-        "noise": "independent",
-        "crossover": "per_generator",
-        "adam_reset": "never",
-        "w_mapping": "official",
-        "text_targets": "official",
-        "patch_templates": "parts_in_imagenet",
-        "delta_floor": 0.0,
-        "clip_antialias": "off",
+        **OFFICIAL_SWITCHES,  # each fidelity switch at its official value (fused_modconv among them)
     }
     for field, value in different.items():
         assert runs.family_key(G, clip, direction, dataclasses.replace(base, **{field: value})) != key, field
