@@ -272,10 +272,6 @@ class AdaptConfig:
         """{field name: (default, Option)} in declaration order: what front ends generate from."""
         return {f.name: (f.default, f.metadata["nada"]) for f in dataclasses.fields(AdaptConfig)}
 
-    @staticmethod
-    def loss_names() -> tuple[str, ...]:
-        return LOSS_FIELDS
-
     @property
     def auto(self) -> bool:
         return self.layers == layer_groups.AUTO

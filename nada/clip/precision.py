@@ -52,11 +52,3 @@ def cast_network(net: nn.Module, precision: str) -> nn.Module:
     net.float()  # from another half type: every weight back to float32 first, then the one cast
     convert_weights_to_lp(net, dtype=DTYPES[precision])
     return net
-
-
-def network_precision(net: nn.Module) -> str:
-    """The concrete precision of a built network: the dtype of its first linear or convolution weight."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            return {v: k for k, v in DTYPES.items()}.get(m.weight.dtype, "fp32")
-    return "fp32"
