@@ -15,7 +15,8 @@ CLIP under settings that could cause or avoid them, and measures on the same 64 
 - eq_t PSNR (dB): the image rendered with the input translated by t pixels (`set_transform`), shifted
   back by t with a Fourier shift, against the untranslated image, 4 px border excluded, t = 0.5 px
   and 1.25 px along x and y. An alias-free generator keeps it high; texture stuck to the pixel grid
-  lowers it (the StyleGAN3 paper's EQ-T, here with a periodic shift).
+  lowers it (the StyleGAN3 paper's EQ-T, here with a periodic shift);
+- P(tgt): the tiny CLIP's P(target vs source text) on the same images (how far the run got).
 
 Settings: layers `all` (the default: the Fourier input and every layer), `late` (the layers at the
 16-32 px band only: no input, no early layers), `early` (the `shape` preset: input and early layers
@@ -43,7 +44,7 @@ PSI = 0.7
 SHIFTS_PX = ((0.5, 0.0), (0.0, 0.5), (1.25, 0.0), (0.0, 1.25))
 BORDER = 4
 SCALE = 3  # 32 px tiles, nearest-neighbour enlarged
-PICTURE_SEEDS = list(range(6))
+PICTURE_SEEDS = list(range(5))
 DIRECTIONS = (("blue", "red"), ("circle", "square"))
 RUNS = {"red": ("all", "late", "early", "all+ema"), "square": ("all", "late")}  # settings per direction
 
@@ -132,6 +133,15 @@ def high_pass_view(x: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
     return (torch.fft.ifft2(torch.fft.fft2(x) * high).real * gain).clamp(-1, 1)
 
 
+def error_view(shifted_back: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """|shifted back - unshifted| x64 as images (black = 0, white >= 1/32); the BORDER frame (the periodic
+    shift's wrap-around, outside the PSNR) is left black."""
+    err = torch.full_like(img, -1.0)
+    c = (..., slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+    err[c] = ((shifted_back - img)[c].abs() * 64 - 1).clamp(-1, 1)
+    return err
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generator", required=True, help="a StyleGAN3 fitted by train_generator --family stylegan3")
@@ -142,6 +152,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from nada.demo import load_tiny_clip
+    from nada.demo.run import target_probability
     from nada.demo.train_generator import preview, quality
     from nada.images import labelled_grid, save_image
     from nada.layers import resolve_units
@@ -174,7 +185,10 @@ def main() -> None:
     eq_rows: list[tuple[str, torch.Tensor]] = []
     pic_ws = ws[: len(PICTURE_SEEDS)]
     base_pic = images(G, pic_ws)
+    base_images = images(G, ws)
     for source, target in DIRECTIONS:
+        p0 = target_probability(clip, base_images, source, target)
+        print(f"unadapted: tiny CLIP P({target!r} vs {source!r}) = {p0:.3f}", flush=True)
         pictures[target] = [("unadapted", base_pic), ("hi-pass x4", high_pass_view(base_pic))]
         for name in RUNS[target]:
             units, ema_beta = settings[name]
@@ -184,24 +198,28 @@ def main() -> None:
             rows[key] = measure(G2, ws)
             drift = max(abs(layer.magnitude_ema.item() / emas0[n] - 1) for n, layer in G2.synthesis.layers())
             rows[key]["ema_drift"] = drift
+            rows[key]["p_target"] = target_probability(clip, images(G2, ws), source, target)
             print(f"{key}: {json.dumps({k: round(v, 4) for k, v in rows[key].items()})} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
             img = images(G2, pic_ws)
-            pictures[target] += [(name, img), ("hi-pass x4", high_pass_view(img))]
+            pictures[target] += [(name, img)] + ([("hi-pass x4", high_pass_view(img))] if name != "early" else [])
             if source == "blue" and name in ("all", "late"):
                 back = fourier_shift(translated(G2, pic_ws, 0.5, 0.0), -0.5, 0.0)
-                eq_rows += [(f"{name}", img), ("|error| x8", ((back - img).abs() * 8 - 1).clamp(-1, 1))]
+                eq_rows += [(f"{name}", img), ("|error| x64", error_view(back, img))]
     back = fourier_shift(translated(G, pic_ws, 0.5, 0.0), -0.5, 0.0)
-    eq_rows = [("unadapted", base_pic), ("|error| x8", ((back - base_pic).abs() * 8 - 1).clamp(-1, 1))] + eq_rows
+    eq_rows = [("unadapted", base_pic), ("|error| x64", error_view(back, base_pic))] + eq_rows
     for target, picture_rows in pictures.items():
         save_image(labelled_grid(picture_rows, scale=SCALE), out / f"sg3_adapted_{target}.png", overwrite=True)
     save_image(labelled_grid(eq_rows, scale=SCALE), out / "sg3_equivariance.png", overwrite=True)
 
     print(f"\n{len(ws)} latents, psi {PSI}, {args.steps} steps per run, tiny CLIP, seed 0")
-    print(f"{'generator':<28} {'hf':>7} {'nyquist':>8} {'fixed':>7} {'eq_t dB':>8} {'EMA drift':>9}")
+    print(f"{'generator':<28} {'hf':>7} {'nyquist':>8} {'fixed':>7} {'eq_t dB':>8} {'EMA drift':>9} {'P(tgt)':>7}")
     for key, r in rows.items():
         drift = f"{r['ema_drift']:.1%}" if "ema_drift" in r else "-"
-        print(f"{key:<28} {r['hf']:>7.4f} {r['nyquist']:>8.5f} {r['fixed']:>7.4f} {r['eq_t_psnr']:>8.2f} {drift:>9}")
+        p = f"{r['p_target']:.3f}" if "p_target" in r else "-"
+        print(
+            f"{key:<28} {r['hf']:>7.4f} {r['nyquist']:>8.5f} {r['fixed']:>7.4f} {r['eq_t_psnr']:>8.2f} {drift:>9} {p:>7}"
+        )
     print(f"pictures in {out} ({time.perf_counter() - start:.0f} s)")
 
 
