@@ -49,8 +49,8 @@ CONFIGS: dict[str, GeneratorConfig | StyleGAN3Config] = {
         mapping_layers=4,
         mapping_lr_mul=0.5,  # no discriminator to stabilise against: the mapping may move much faster than 0.01
     ),
-    # StyleGAN3-T's design (margins, filters, 2 critically sampled layers) at NVIDIA's 32 px layer count
-    # rule of thumb scaled down: 8 layers, channels capped at CHANNELS_SG3 so a fit takes < 30 CPU-minutes.
+    # StyleGAN3-T's design (margins, filters, 2 critically sampled layers) scaled down: 8 layers instead of
+    # 14 and channels capped at 32, so that a fit takes < 30 CPU-minutes.
     "stylegan3": StyleGAN3Config(
         img_resolution=RESOLUTION,
         z_dim=32,
