@@ -147,6 +147,11 @@ class SynthesisNetwork(nn.Module):
             setattr(self, spec.name, SynthesisLayer(spec, cfg.w_dim, cfg.filter_size, cfg.conv_clamp))
             self.layer_names.append(spec.name)
         self.gradient_checkpointing = False
+        # None: the magnitude EMAs stay as they are (inference; NADA, like the official code, which
+        # passes update_emas=False). A decay: in training mode each layer's EMA first moves toward the
+        # mean square of its input, as NVIDIA's training does (beta = 0.5 ** (batch / 20000) there);
+        # fitting a generator from scratch needs it.
+        self.magnitude_ema_beta: float | None = None
 
     def layers(self) -> list[tuple[str, SynthesisLayer]]:
         return [(n, getattr(self, n)) for n in self.layer_names]
@@ -210,6 +215,10 @@ class SynthesisNetwork(nn.Module):
         ws = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws[0])
         for (_, layer), w in zip(self.layers(), ws[1:]):
+            if self.magnitude_ema_beta is not None and self.training:
+                with torch.no_grad():
+                    now = x.detach().float().square().mean()
+                    layer.magnitude_ema.copy_(now.lerp(layer.magnitude_ema, self.magnitude_ema_beta))
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(layer, x, w, use_reentrant=False)
             else:

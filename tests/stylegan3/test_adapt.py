@@ -188,3 +188,21 @@ def test_proof_of_adaptation_on_stylegan3_red_to_blue():
 @pytest.mark.parametrize("source, target, seed", [("blue", "green", 1), ("yellow", "purple", 2), ("green", "red", 3)])
 def test_proof_of_adaptation_on_stylegan3_more_pairs(source, target, seed):
     check(proof(source, target, seed))
+
+
+def test_adaptation_keeps_the_magnitude_emas_frozen_unless_a_decay_is_set(G, clip, direction):
+    """As the official code (no update_emas): the adapted generator has the input's EMAs bit for bit.
+    With `synthesis.magnitude_ema_beta` set on the input, the run's trainable copy (training mode)
+    updates them and the input (eval mode, rendering the frozen images) keeps its own."""
+    import copy
+
+    def emas(g):
+        return torch.stack([layer.magnitude_ema for _, layer in g.synthesis.layers()])
+
+    frozen = adapt(G, clip, direction, short(preview_count=0)).generator
+    assert torch.equal(emas(frozen), emas(G))
+    G_upd = copy.deepcopy(G)
+    G_upd.synthesis.magnitude_ema_beta = 0.5
+    updated = adapt(G_upd, clip, direction, short(preview_count=0)).generator
+    assert not torch.allclose(emas(updated), emas(G))
+    assert torch.equal(emas(G_upd), emas(G))
