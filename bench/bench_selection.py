@@ -19,7 +19,8 @@ Agreement = the fraction of selections whose top-k set is identical, for k = 5 (
 `--cost` (256 px config-f generator, ViT-B-32, random weights; the bench_adapt.py setup): one plain
 step, one whole-batch selection and one chunked selection (chunks of the training batch, 2),
 alternating in one process after a warm-up; prints medians and the ratios to the plain step. Peak
-memory of each selection form is measured in its own subprocess (CPU: peak RSS over the loaded models).
+memory of each selection form is measured in its own subprocess (CPU: peak RSS during the selection
+over the RSS before it, sampled every 5 ms).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -125,23 +125,51 @@ def agreement(steps: int) -> None:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The resident set size now (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def cost_run(device: torch.device) -> Run:
+def peak_during(fn) -> float:
+    """Peak resident set size while fn runs, over the size before it (sampled every 5 ms): the loaded
+    models' own peak (ru_maxrss) would hide a smaller one."""
+    import threading
+
+    base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return max(peak[0], _rss_mb()) - base
+
+
+def cost_run(device: torch.device, layers: str = "auto") -> Run:
     from bench_adapt import _models
 
     G, clip, direction = _models(device)
-    cfg = AdaptConfig(steps=1000, batch=2, seed=0, layers="auto", gradient_checkpointing=False)
+    cfg = AdaptConfig(steps=1000, batch=2, seed=0, layers=layers, gradient_checkpointing=False)
     return Run(G, _guides(clip, direction, device, cfg), cfg, device)
 
 
-def selection_memory(chunk: int | None, device: torch.device) -> dict:
+def memory(case: str, device: torch.device) -> dict:
+    """Peak memory of a fresh run's first plain step (with its gradients and Adam's moments) or of one
+    selection (`case` = the chunk size, or "none" for the whole batch)."""
+    if case == "step":
+        run = cost_run(device, "all")
+        return {"peak_mb": peak_during(run.step)}
     run = cost_run(device)
+    for p in run.params.values():  # as Run.select: the ranking needs W+ gradients only
+        p.requires_grad_(False)
     ws, noise = draw(run, run.cfg.select_batch, torch.Generator().manual_seed(0))
-    base = _rss_mb()
-    scores(run, ws, noise, chunk)
-    return {"peak_mb": _rss_mb() - base}
+    return {"peak_mb": peak_during(lambda: scores(run, ws, noise, None if case == "none" else int(case)))}
 
 
 def cost(pairs: int, threads: int, device: torch.device) -> None:
@@ -177,10 +205,9 @@ def cost(pairs: int, threads: int, device: torch.device) -> None:
     clock = "CPU s" if device.type == "cpu" else "s"
     print(f"{'(' + clock + ', median of ' + str(pairs) + ')':<32}{clock:>8}{'x step':>8}{'peak MB':>10}")
     for name, ts in rows.items():
-        mem = ""
-        if name.startswith("selection"):
-            chunk = "none" if "once" in name else "2"
-            cmd = [sys.executable, __file__, "--memory-case", chunk, "--threads", str(threads)]
+        case, mem = "step" if name.startswith("plain") else "none" if "once" in name else "2", ""
+        if device.type == "cpu":
+            cmd = [sys.executable, __file__, "--memory-case", case, "--threads", str(threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             mem = (
                 f"{json.loads(out.stdout.strip().splitlines()[-1])['peak_mb']:.0f}" if out.returncode == 0 else "failed"
@@ -201,8 +228,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.memory_case:
-        chunk = None if args.memory_case == "none" else int(args.memory_case)
-        print(json.dumps(selection_memory(chunk, device)))
+        print(json.dumps(memory(args.memory_case, device)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {device}, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
