@@ -20,8 +20,9 @@ group-aware formula replaces it: each of the input and the weight gradient costs
 costs. The script first checks the counter on one modulated-convolution layer against the analytic
 count 2 * B * C_out * C_in * k^2 * H * W per pass, in both forms.
 
-`--compile` also times the generator's forward under torch.compile (inference, sampling) against
-the eager forward, alternating; the first compiled call (the compilation) is timed separately.
+`--compile` also times torch.compile of the generator's forward (sampling, inference mode) and of
+the trainable synthesis inside the plain step (forward and backward), each against the eager form,
+alternating; the first compiled call (the compilation) is timed separately.
 """
 
 from __future__ import annotations
@@ -84,6 +85,21 @@ def clock(device: torch.device, wall: bool):
 
         return now
     return time.perf_counter if wall else time.process_time
+
+
+def compare_compiled(what: str, eager, compiled, rounds: int, now, unit: str) -> None:
+    t0, w0 = now(), time.perf_counter()
+    compiled()
+    first, first_wall = now() - t0, time.perf_counter() - w0
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for i in range(rounds):
+        for which in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
+            t0 = now()
+            (eager if which == "eager" else compiled)()
+            times[which].append(now() - t0)
+    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    print(f"torch.compile, {what}: first call {first:.1f} {unit} ({first_wall:.0f} s wall, compiler processes "
+          f"included); compiled/eager {c / e:.2f} (median {c:.3f} vs {e:.3f} {unit})")  # fmt: skip
 
 
 def main() -> None:
@@ -181,21 +197,31 @@ def main() -> None:
     print(f"useful FLOP/s = {step_rate / peak:.0%} of GEMM peak (plain step)")
 
     if args.compile:
-        compiled = torch.compile(G.forward)
-        with torch.inference_mode():
-            G.eval()
-            t0 = now()
-            compiled(z, truncation_psi=0.7, noise_mode="const")
-            first = now() - t0
-            eager, comp = [], []
-            for i in range(args.rounds):
-                for which in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
-                    t0 = now()
-                    (G if which == "eager" else compiled)(z, truncation_psi=0.7, noise_mode="const")
-                    (eager if which == "eager" else comp).append(now() - t0)
-        print(f"torch.compile of the generator forward (batch 4): first call {first:.1f} {unit}; "
-              f"compiled/eager time {statistics.median(comp) / statistics.median(eager):.2f} "
-              f"(median {statistics.median(comp):.3f} vs {statistics.median(eager):.3f} {unit})")  # fmt: skip
+        # The sampling forward (inference) and the trainable synthesis inside the plain step (forward and
+        # backward), each against its eager form, alternating after the first (compiling) call.
+        forward = G.forward
+        compiled = torch.compile(forward)
+
+        def render(fn) -> None:
+            with torch.inference_mode():
+                G.eval()
+                fn(z, truncation_psi=0.7, noise_mode="const")
+            G.train()
+
+        compare_compiled("generator forward, sampling (batch 4)", lambda: render(forward), lambda: render(compiled),
+                         args.rounds, now, unit)  # fmt: skip
+        syn = G.synthesis
+        eager_synthesis, compiled_synthesis = syn.forward, torch.compile(syn.forward)
+
+        def step_with(fn):
+            def go() -> None:
+                syn.forward = fn  # the instance attribute shadows the method for this module only
+                run.step()
+
+            return go
+
+        compare_compiled("trainable synthesis, plain step", step_with(eager_synthesis), step_with(compiled_synthesis),
+                         args.rounds, now, unit)  # fmt: skip
     assert math.isfinite(run.loss_history[-1])
 
 

@@ -130,6 +130,9 @@ def test_chunked_selection_is_the_whole_batch_selection_and_leaves_the_weights_a
         torch.testing.assert_close(torch.tensor(sel.scores), torch.tensor(whole.scores), **tol)
         assert sel.indices == whole.indices and sel.units == whole.units
         assert counting.sizes == [min(chunk, 5 - s) for s in range(0, 5, chunk) for _ in range(3)]
+    # One chunk of the whole batch (or more) is the unchunked computation, bit for bit (same process, same ops).
+    once = select_w_indices(G, ws, noise, loss_fn, k=4, candidates=cand, lr=0.5, iters=3, chunk=8)
+    assert once.scores == whole.scores
     assert all(p.grad is None for p in G.parameters())  # no gradient left for the main step
     assert all(torch.equal(p, weights[k]) for k, p in G.named_parameters())
     assert ws.grad is None and not ws.requires_grad
