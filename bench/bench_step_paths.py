@@ -39,8 +39,7 @@ def make_run(fused: bool, device: str):
 
     G, clip, direction = _models(torch.device(device))
     cfg = AdaptConfig(steps=1000, batch=2, seed=0, layers="all", gradient_checkpointing=False, fused_modconv=fused)
-    run = Run(G, _guides(clip, direction, torch.device(device), need_patch=False), cfg, torch.device(device))
-    return run
+    return Run(G, _guides(clip, direction, torch.device(device), cfg), cfg, torch.device(device))
 
 
 def timed_step(run, device: str) -> tuple[float, float]:
@@ -59,14 +58,16 @@ def phases(run) -> dict[str, float]:
     """One step split into phases (the same operations as Run.step, timed one by one)."""
     import torch
 
-    from nada.adaptation.step import latents
+    from nada.adaptation.step import draw_inputs, frozen_and_trainable_ws
 
     cfg, t = run.cfg, {}
     t0 = time.perf_counter()
+    drawn = draw_inputs(run.G_frozen, cfg.batch, cfg.mixing, cfg.noise, cfg.crossover, run.rng["train"], run.device)
+    noise = drawn.noise_frozen
     with torch.no_grad():
-        ws = latents(run.G_frozen, cfg.batch, cfg.mixing, run.rng["train"], run.device)
-        noise = run.G_frozen.synthesis.make_noise(cfg.batch, run.rng["train"], run.device)
-        src = run.G_frozen.synthesis(ws, noise=noise)
+        ws = frozen_and_trainable_ws(run.G_frozen, drawn, run.device)[0]
+    with torch.inference_mode():
+        src = run.G_frozen.synthesis(ws, noise=noise, **run.frozen_form)
     t1 = time.perf_counter()
     tgt = run.synthesize(ws, noise)
     t2 = time.perf_counter()

@@ -170,6 +170,7 @@ def select_w_indices(
     iters: int = 1,
     synthesize: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None,
     mapping: str = "consumers",
+    chunk: int | None = None,
 ) -> Selection:
     """nada-spec 2.9: move W+ codes with `iters` SGD steps on `loss_fn`; pick the k most moved indices.
 
@@ -179,6 +180,12 @@ def select_w_indices(
     result does not depend on `topk`'s tie order. `synthesize(ws, noise)` renders with the trainable
     weights (default `G_train.synthesis`; a parameterised run passes its own). `mapping`: see
     `w_index_units`.
+
+    `chunk`: latents per forward/backward pass (None = the whole batch at once). `loss_fn` must be a
+    mean of per-image terms (as the global loss is), and each image depends only on its own latent
+    and noise, so each latent's SGD path is its own: a chunk's loss is weighted by its share of the
+    batch and the chunks' results are the whole batch's up to float rounding, with the activation
+    memory of one chunk.
     """
     index_units = w_index_units(G_train, candidates, mapping)
     eligible = [i for i, units in index_units.items() if units]
@@ -193,15 +200,24 @@ def select_w_indices(
             return G_train.synthesis(w_plus, noise=maps)
 
     w_init = ws.detach()
-    w = w_init.clone().requires_grad_(True)
-    for _ in range(iters):
-        loss = loss_fn(synthesize(w, noise))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"layer-selection loss is {loss.item()}")
-        (grad,) = torch.autograd.grad(loss, [w])
-        with torch.no_grad():
-            w -= lr * grad
-    scores = (w.detach() - w_init).abs().mean(dim=(0, 2)).float().cpu().tolist()
+    batch = w_init.shape[0]
+    size = batch if chunk is None else chunk
+    if size < 1:
+        raise ConfigError(f"the selection chunk must be at least 1 latent, got {chunk}")
+    moved = []  # per chunk: w - w_init [n, num_ws, w_dim]
+    for start in range(0, batch, size):
+        w = w_init[start : start + size].clone().requires_grad_(True)
+        maps = [n[start : start + size] for n in noise]
+        share = w.shape[0] / batch  # exactly 1.0 for one chunk: the unchunked result keeps its bits
+        for _ in range(iters):
+            loss = loss_fn(synthesize(w, maps)) * share
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"layer-selection loss is {loss.item()}")
+            (grad,) = torch.autograd.grad(loss, [w])
+            with torch.no_grad():
+                w -= lr * grad
+        moved.append(w.detach() - w_init[start : start + size])
+    scores = torch.cat(moved).abs().mean(dim=(0, 2)).float().cpu().tolist()
     ranked = sorted(eligible, key=lambda i: (-scores[i], i))
     indices = tuple(sorted(ranked[:k]))
     chosen = {u for i in indices for u in index_units[i]}

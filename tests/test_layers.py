@@ -108,6 +108,51 @@ def test_resolve_units_by_name_and_errors():
     assert set(PRESETS) >= {"all", "texture", "shape", "shape_expanded", "no_fine", "all_with_torgb"}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("fused", [True, False])
+def test_chunked_selection_is_the_whole_batch_selection_and_leaves_the_weights_alone(dtype, fused):
+    G = gen(32).to(dtype)
+    G.synthesis.fused_modconv = fused
+    ws = G.mapping(torch.randn(5, 8, generator=torch.Generator().manual_seed(0), dtype=dtype)).detach()
+    noise = [n.to(dtype) for n in G.synthesis.make_noise(5, torch.Generator().manual_seed(1))]
+    target = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=dtype)
+
+    def loss_fn(img):  # a mean of per-image terms, as the global loss is
+        return (img - target).square().mean()
+
+    cand = preset_units(G, "all")
+    weights = {k: p.detach().clone() for k, p in G.named_parameters()}
+    whole = select_w_indices(G, ws, noise, loss_fn, k=4, candidates=cand, lr=0.5, iters=3)
+    for chunk in (1, 2, 4):  # uneven last chunks included
+        counting = _ChunkTargets(target, chunk, iters=3)
+        sel = select_w_indices(G, ws, noise, counting, k=4, candidates=cand, lr=0.5, iters=3, chunk=chunk)
+        tol = {"rtol": 1e-10, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-7}
+        torch.testing.assert_close(torch.tensor(sel.scores), torch.tensor(whole.scores), **tol)
+        assert sel.indices == whole.indices and sel.units == whole.units
+        assert counting.sizes == [min(chunk, 5 - s) for s in range(0, 5, chunk) for _ in range(3)]
+    # One chunk of the whole batch (or more) is the unchunked computation, bit for bit (same process, same ops).
+    once = select_w_indices(G, ws, noise, loss_fn, k=4, candidates=cand, lr=0.5, iters=3, chunk=8)
+    assert once.scores == whole.scores
+    assert all(p.grad is None for p in G.parameters())  # no gradient left for the main step
+    assert all(torch.equal(p, weights[k]) for k, p in G.named_parameters())
+    assert ws.grad is None and not ws.requires_grad
+    with pytest.raises(ConfigError, match="chunk"):
+        select_w_indices(G, ws, noise, loss_fn, k=4, candidates=cand, chunk=0)
+
+
+class _ChunkTargets:
+    """A per-image squared error whose targets follow the chunks the selection passes in order."""
+
+    def __init__(self, target: torch.Tensor, chunk: int, iters: int):
+        self.target, self.chunk, self.iters = target, chunk, iters
+        self.sizes: list[int] = []
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        start = len(self.sizes) // self.iters * self.chunk
+        self.sizes.append(img.shape[0])
+        return (img - self.target[start : start + img.shape[0]]).square().mean()
+
+
 def test_default_auto_k_matches_the_colab():
     assert [default_auto_k(n) for n in (14, 16, 18)] == [9, 10, 12]
 

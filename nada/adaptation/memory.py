@@ -81,13 +81,13 @@ def clip_bytes(clip: Any, device: torch.device | str) -> list[tuple[int, float]]
 def training_bytes(G: nn.Module, clip: Any, cfg: AdaptConfig, device: torch.device | str, checkpointing: bool) -> int:
     """Device bytes one adaptation step needs on `device`: the frozen and trainable generator, gradients
     and Adam's two moments (5 generator copies in all), the CLIP weights, and the step's activations."""
-    batch = max(cfg.batch, cfg.select_batch if cfg.auto else 0)  # selection runs a batch of select_batch
-    act = BYTES_PER_VOLUME * batch * activation_volume(G.config) * AUTOCAST_FACTOR[cfg.autocast]
+    # adaptive selection runs its select_batch latents in chunks of `batch`: no more than the step
+    act = BYTES_PER_VOLUME * cfg.batch * activation_volume(G.config) * AUTOCAST_FACTOR[cfg.autocast]
     if checkpointing:
         act *= CHECKPOINTING_FACTOR
     patches = cfg.patch_count if cfg.lambda_patch > 0 else 0
     members = clip_bytes(clip, device)
-    act += sum(per_image for _, per_image in members) * batch * (1 + patches) + STEP_BYTES
+    act += sum(per_image for _, per_image in members) * cfg.batch * (1 + patches) + STEP_BYTES
     weights = 5 * module_bytes(G) + sum(w for w, _ in members)
     return int(weights + MARGIN * act)
 

@@ -107,8 +107,6 @@ def out_of_memory_advice(cfg: AdaptConfig, G: nn.Module, device: torch.device, f
         tips.append("set gradient_checkpointing on")
     if cfg.autocast == "off":
         tips.append("set autocast to bf16")
-    if cfg.auto:
-        tips.append(f"lower select_batch (now {cfg.select_batch}) or use a layer preset instead of auto")
     if cfg.lambda_patch > 0:
         tips.append(f"lower patch_count (now {cfg.patch_count})")
     tips.append("use one CLIP instead of an ensemble, or free other models first")

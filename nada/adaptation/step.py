@@ -252,6 +252,7 @@ class Run:
             sel = layer_groups.select_w_indices(
                 self.G_train, ws, noise, self.selection_loss, self.auto_k, self.candidates,
                 lr=cfg.select_lr, iters=cfg.select_iters, synthesize=self.synthesize, mapping=cfg.w_mapping,
+                chunk=cfg.batch,  # the selection holds no more activations than the step itself
             )  # fmt: skip
         except FloatingPointError as e:
             raise NonFinite(f"the layer-selection loss is not finite ({e})") from None
