@@ -84,13 +84,16 @@ def test_small_parameterizations_move_toward_the_target_like_full(kind):
     from tests.adapt_fixtures import colour_score, tiny_clip, zero_shot
 
     clip = tiny_clip()
-    d = text_direction(clip, "blue", "green")
+    # A pair the unadapted samples are not already sure of (this generator's images read as green:
+    # P("green" vs "blue") is 1.0 before any step). Measured: P 0.13 -> full 0.43, lora 0.31,
+    # modulation 0.36; colour score -0.056 -> full +0.013, lora -0.009, modulation -0.016.
+    d = text_direction(clip, "red", "blue")
     G = make_generator(seed=0, resolution=32)
     before = sample(G)
     full = sample(adapt(G, clip, d, AdaptConfig(steps=40)).generator)
     small = sample(adapt(G, clip, d, AdaptConfig(steps=40, parameterization=kind)).generator)
-    p0, pf, ps = (zero_shot(clip, x, "blue", "green") for x in (before, full, small))
-    c0, cf, cs = (colour_score(x, "blue", "green") for x in (before, full, small))
+    p0, pf, ps = (zero_shot(clip, x, "red", "blue") for x in (before, full, small))
+    c0, cf, cs = (colour_score(x, "red", "blue") for x in (before, full, small))
     assert ps > p0 and cs > c0, (kind, p0, ps, c0, cs)
     # Same order of movement as full training (the lr multipliers are calibrated for that).
     assert (cs - c0) > 0.3 * (cf - c0), (kind, c0, cf, cs)

