@@ -119,7 +119,7 @@ def at_equal_strength(G, clip, world, a: tuple, b: tuple) -> tuple[dict[str, flo
 
 def fmt(values: list[float]) -> str:
     mean = statistics.fmean(values)
-    return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f}±{statistics.stdev(values):.3f}"
+    return f"{mean:+.3f}" if len(values) < 2 else f"{mean:+.3f} ± {statistics.stdev(values):.3f}"
 
 
 def main() -> None:
@@ -143,16 +143,14 @@ def main() -> None:
 
     runs: dict[tuple, tuple] = {}  # (pair, seed, config) -> (metrics, generator, images for the picture)
     worlds = {}  # pair -> (source, target, judged seeds, their unadapted images)
+    unadapted = {}  # pair -> P(target) of the unadapted samples
     for src, tgt in pairs:
         judged = judged_seeds(G, src)
         base = nada.sample(G, judged, truncation_psi=PSI)
         worlds[(src, tgt)] = (src, tgt, judged, base)
         d = nada.text_direction(clip, src, tgt)
-        print(
-            f"{src} -> {tgt}: judged on seeds {judged[0]}..{judged[-1]} ({len(judged)}), unadapted P(target) "
-            f"{zero_shot(clip, base, src, tgt):.3f}",
-            flush=True,
-        )
+        unadapted[(src, tgt)] = zero_shot(clip, base, src, tgt)
+        print(f"{src} -> {tgt}: judged on {len(judged)} seeds {judged[0]}..{judged[-1]}", flush=True)
         for _, _, setting, official in studies:
             for kw in (setting, {**setting, **official}):
                 for seed in seeds:
@@ -171,8 +169,8 @@ def main() -> None:
     pictures = {}
     for switch, label, setting, official in studies:
         value = ", ".join(f"{k}={v}" for k, v in official.items())
-        print(f"\n{switch}: ours vs {value}, setting: {label}")
-        print(f"  {'pair':20s}" + "".join(f"{m:>28s}" for m in METRICS))
+        print(f"\n{switch}: ours / {value}, setting: {label}\n")
+        print("| pair (unadapted P) | " + " | ".join(METRICS) + " |\n" + "|---" * (len(METRICS) + 1) + "|")
         diffs: dict[str, list[list[float]]] = {m: [] for m in METRICS}  # per pair: official - ours per seed
         rows = []
         for pair in pairs:
@@ -185,11 +183,11 @@ def main() -> None:
                 ours = [x.get(name) for x, _ in (matched if m.endswith("@P") else raw)]
                 theirs = [y.get(name) for _, y in (matched if m.endswith("@P") else raw)]
                 if ours[0] is None:
-                    cells.append(f"{'-':>28s}")
+                    cells.append("-")
                     continue
-                cells.append(f"{fmt(ours) + ' / ' + fmt(theirs):>28s}")
+                cells.append(f"{statistics.fmean(ours):.3f} / {statistics.fmean(theirs):.3f}")
                 diffs[m].append([b - a for a, b in zip(ours, theirs)])
-            print(f"  {pair[0] + ' -> ' + pair[1]:20s}" + "".join(cells))
+            print(f"| {pair[0]} -> {pair[1]} ({unadapted[pair]:.2f}) | " + " | ".join(cells) + " |")
             if pair not in PICTURED:
                 continue
             rows += [
@@ -199,10 +197,7 @@ def main() -> None:
             ]
         # Each seed's difference averaged over the pairs that have the metric, then mean ± sd over seeds.
         per_seed = {m: [statistics.fmean(col) for col in zip(*d)] for m, d in diffs.items() if d}
-        print(
-            "  official - ours (mean over pairs, ± sd over seeds): "
-            + ", ".join(f"{m} {fmt(v)}" for m, v in per_seed.items())
-        )
+        print("| official - ours (± sd over seeds) | " + " | ".join(fmt(per_seed[m]) for m in METRICS) + " |")
         if rows:
             pictures.setdefault(switch, rows)  # a switch studied in two settings is pictured in its first
     for switch, rows in pictures.items():
