@@ -42,6 +42,7 @@ STUDIES = (
     ("noise", "defaults", {}, {"noise": "independent"}),
     ("crossover", "mixing 0.9", {"mixing": 0.9}, {"crossover": "per_generator"}),
     ("adam_reset", "defaults", {}, {"adam_reset": "never"}),
+    ("adam_reset", "noise independent", {"noise": "independent"}, {"adam_reset": "never"}),
     ("w_mapping", "layers auto", {"layers": "auto"}, {"w_mapping": "official"}),
     ("text_targets", "lambda_global 0.5", {"lambda_global": 0.5}, {"text_targets": "official"}),
     ("text_targets", "layers auto", {"layers": "auto"}, {"text_targets": "official"}),
