@@ -17,7 +17,7 @@ import torch
 
 from ..images import labelled_grid, save_image
 from ..sampling import blend_generators, interpolate, render, sample, seeds_to_z, z_to_w
-from .run import adapt_demo, load_demo_world, target_probability
+from .run import adapt_demo, load_demo_world, pixel_change, target_probability
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SCALE = 4  # 32 px tiles are tiny on screen: nearest-neighbour upscaling keeps them honest
@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         save_image(picture, out / name, overwrite=True)
         p0 = target_probability(clip, before, source, target)
         p1 = target_probability(clip, after, source, target)
-        print(f"{name}: {source!r} -> {target!r}: tiny CLIP P(target) {p0:.3f} before, {p1:.3f} after")
+        px = pixel_change(before, after, target)
+        pixels = f"background pixels changed {px.background_moved:.0%}"
+        if px.target_share_before is not None:
+            pixels = f"shape pixels nearest to {target!r} {px.target_share_before:.0%} -> {px.target_share_after:.0%}, {pixels}"
+        print(f"{name}: {source!r} -> {target!r}: tiny CLIP P(target) {p0:.3f} before, {p1:.3f} after; {pixels}")
 
     # Interpolation: the same W path through the original and the adapted generator.
     G2 = first

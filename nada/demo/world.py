@@ -168,13 +168,111 @@ def render_pil(scene: Scene, size: int = 64) -> Image.Image:
     return img
 
 
-def render(scene: Scene, size: int = 64) -> torch.Tensor:
-    """The scene as a float32 tensor [3, size, size] in [-1, 1] (the generators' convention)."""
-    arr = np.asarray(render_pil(scene, size), dtype=np.float32) / 127.5 - 1.0
+@dataclasses.dataclass(frozen=True)
+class Distractor:
+    """A second colour in a scene that does not change what the scene is: the shape's fill still names
+    it. These are the tiny CLIP's hard negatives, so that a halo of the target colour around a shape, a
+    tinted background or a spot on the shape does not read as the shape having that colour.
+
+    kind: "outline" (a ring of width `amount` x side around the shape), "glow" (a soft halo, Gaussian
+    of width `amount` x side, of strength `strength`), "tint" (the background blended toward the colour
+    by `strength`, uniformly or as a ramp across the image when `amount` > 0) or "spot" (a disc of radius
+    `amount` x the shape's radius on the shape, at `offset` from its centre in units of that radius).
+    """
+
+    kind: str
+    colour: str
+    rgb: tuple[int, int, int]
+    amount: float
+    strength: float = 1.0
+    offset: tuple[float, float] = (0.0, 0.0)
+
+
+DISTRACTOR_KINDS: tuple[str, ...] = ("outline", "glow", "tint", "spot")
+
+
+def sample_distractor(
+    scene: Scene, rng: np.random.Generator, kind: str | None = None, any_colour: bool = False
+) -> Distractor:
+    """A random distractor of another shape colour than the scene's (any kind unless `kind` is given), or
+    with `any_colour` of a random RGB colour that no word names (its `colour` is "")."""
+    kind = kind or DISTRACTOR_KINDS[rng.integers(len(DISTRACTOR_KINDS))]
+    if any_colour:
+        colour, rgb = "", tuple(int(v) for v in rng.integers(0, 256, 3))
+    else:
+        others = [c for c in SHAPE_COLOURS if c != scene.colour]
+        colour = others[rng.integers(len(others))]
+        rgb = _jitter(rng, SHAPE_COLOURS[colour], 18)
+    if kind == "outline":
+        return Distractor(kind, colour, rgb, amount=float(rng.uniform(0.015, 0.08)))
+    if kind == "glow":
+        return Distractor(
+            kind, colour, rgb, amount=float(rng.uniform(0.03, 0.1)), strength=float(rng.uniform(0.3, 0.9))
+        )
+    if kind == "tint":
+        ramp = float(rng.choice([0.0, rng.uniform(0.5, 1.0)]))
+        return Distractor(kind, colour, rgb, amount=ramp, strength=float(rng.uniform(0.1, 0.45)))
+    if kind == "spot":
+        a = float(rng.uniform(0, 2 * math.pi))
+        r = float(rng.uniform(0.0, 0.4))
+        offset = (r * math.cos(a), r * math.sin(a))
+        return Distractor(kind, colour, rgb, amount=float(rng.uniform(0.25, 0.45)), offset=offset)
+    raise ValueError(f"unknown distractor kind {kind!r}; use one of {', '.join(DISTRACTOR_KINDS)}")
+
+
+def _mask(scene: Scene, size: int, **change) -> np.ndarray:
+    """The antialiased coverage [size, size] in 0..1 of the scene's shape (with fields changed)."""
+    white = dataclasses.replace(scene, colour_rgb=(255, 255, 255), background_rgb=(0, 0, 0), blur=0.0, **change)
+    return np.asarray(render_pil(white, size), dtype=np.float32)[..., 0] / 255.0
+
+
+def render_distracted(scene: Scene, distractors: Sequence[Distractor], size: int = 64) -> torch.Tensor:
+    """The scene with distractors, as `render` returns it ([3, size, size] in [-1, 1], a pure function)."""
+    shape = _mask(scene, size)[..., None]  # [H, W, 1]
+    img = np.broadcast_to(np.asarray(scene.background_rgb, np.float32), (size, size, 3)).copy()
+    spots = []
+    for d in distractors:
+        rgb = np.asarray(d.rgb, np.float32)
+        if d.kind == "tint":
+            ramp = np.linspace(1.0 - d.amount, 1.0, size, dtype=np.float32)  # left to right; flat when 0
+            alpha = d.strength * np.broadcast_to(ramp[None, :, None], (size, size, 1))
+        elif d.kind == "outline":
+            alpha = _mask(scene, size, radius=scene.radius + d.amount)[..., None]
+        elif d.kind == "glow":
+            glow = Image.fromarray((shape[..., 0] * 255).astype(np.uint8)).filter(
+                ImageFilter.GaussianBlur(d.amount * size)
+            )
+            alpha = d.strength * np.minimum(1.0, 2.0 * np.asarray(glow, np.float32) / 255.0)[..., None]
+        elif d.kind == "spot":
+            spots.append(d)
+            continue
+        else:
+            raise ValueError(f"unknown distractor kind {d.kind!r}; use one of {', '.join(DISTRACTOR_KINDS)}")
+        img = img + alpha * (rgb - img)
+    img = img + shape * (np.asarray(scene.colour_rgb, np.float32) - img)
+    for d in spots:
+        cx = scene.cx + d.offset[0] * scene.radius * 0.85
+        cy = scene.cy + d.offset[1] * scene.radius * 0.85
+        disc = _mask(scene, size, shape="circle", cx=cx, cy=cy, radius=scene.radius * d.amount)[..., None]
+        img = img + np.minimum(disc, shape) * (np.asarray(d.rgb, np.float32) - img)
+    pil = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+    if scene.blur > 0:
+        pil = pil.filter(ImageFilter.GaussianBlur(scene.blur * size))
+    return _to_tensor(np.asarray(pil, dtype=np.float32), scene)
+
+
+def _to_tensor(rgb: np.ndarray, scene: Scene) -> torch.Tensor:
+    """[H, W, 3] 0..255 -> [3, H, W] in [-1, 1] with the scene's pixel noise."""
+    arr = rgb / 127.5 - 1.0
     if scene.noise > 0:
         noise = np.random.default_rng(scene.noise_seed).standard_normal(arr.shape).astype(np.float32)
         arr = np.clip(arr + scene.noise * noise, -1.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def render(scene: Scene, size: int = 64) -> torch.Tensor:
+    """The scene as a float32 tensor [3, size, size] in [-1, 1] (the generators' convention)."""
+    return _to_tensor(np.asarray(render_pil(scene, size), dtype=np.float32), scene)
 
 
 def render_batch(scenes: Sequence[Scene], size: int = 64) -> torch.Tensor:
