@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nada  # noqa: E402
-from nada.demo.run import load_demo_world  # noqa: E402
+from nada.demo.run import DEMO_LR, load_demo_world  # noqa: E402
 from nada.demo.world import BACKGROUNDS, SHAPE_COLOURS  # noqa: E402
 from nada.images import labelled_grid, save_image  # noqa: E402
 from tests.adapt_fixtures import layout_correlation, zero_shot  # noqa: E402
@@ -126,6 +126,7 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=DEMO_LR, help=f"learning rate (default {DEMO_LR}, the demo's)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
     p.add_argument("--pairs", type=int, default=len(PAIRS), help="use the first N prompt pairs")
     p.add_argument("--switches", default="", help="comma-separated switches to study (default: all)")
@@ -137,7 +138,7 @@ def main() -> None:
     studies = [s for s in STUDIES if not wanted or s[0] in wanted]
     pairs, seeds = PAIRS[: args.pairs], range(args.seeds)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.steps} steps, seeds 0-{args.seeds - 1}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.steps} steps at lr {args.lr}, seeds 0-{args.seeds - 1}"
     )
     start = time.perf_counter()
     G, clip = load_demo_world()
@@ -158,7 +159,7 @@ def main() -> None:
                     key = ((src, tgt), seed, tuple(sorted(kw.items())))
                     if key in runs:
                         continue
-                    cfg = nada.AdaptConfig(steps=args.steps, seed=seed, preview_count=0, **kw)
+                    cfg = nada.AdaptConfig(steps=args.steps, lr=args.lr, seed=seed, preview_count=0, **kw)
                     G2 = nada.adapt(G, clip, d, cfg, device="cpu").generator
                     out = nada.sample(G2, judged, truncation_psi=PSI)
                     runs[key] = (measure(clip, base, out, src, tgt), G2, out[:N_GRID])
