@@ -98,7 +98,6 @@ def _wrap(text: str, rng: np.random.Generator) -> str:
 
 
 _EXTRA_PHRASES = {"outline": "with {} {} outline", "glow": "with {} {} glow", "spot": "with {} {} spot"}
-_TINT_PHRASES = ("on {} {}-tinted background", "with {} {} tint")
 
 
 def _extras_phrase(distractors: list[world.Distractor]) -> str:
@@ -118,7 +117,8 @@ def _position(scene: world.Scene) -> str:
     """The shape's place on a 3 x 3 grid, in words ("at the top left", "in the centre")."""
     row = ("top", "", "bottom")[min(2, int(scene.cy * 3))]
     col = ("left", "", "right")[min(2, int(scene.cx * 3))]
-    return f"at the {row} {col}".replace("  ", " ").strip() if row or col else "in the centre"
+    words = " ".join(w for w in (row, col) if w)
+    return f"at the {words}" if words else "in the centre"
 
 
 def _caption(
@@ -330,7 +330,9 @@ def evaluate(clip, count: int = 800, seed_base: int = EVAL_SEED_BASE) -> dict[st
     - fill_over_distractor: on those images, how often the fill's colour scores above the distractor's.
     - direction_recolour / direction_distractor: mean cosine between an image's embedding change and the
       text change from the fill's colour to another (recolouring the shape to it / adding the distractor
-      of that colour): what a NADA text direction rewards. High / at most 0 is what the demo needs.
+      of that colour): what a NADA text direction rewards. High / near 0 is what the demo needs.
+    - distractor_colour_share: the share of a distractor's embedding change (squared length) inside the
+      span of the colour texts' differences (`colour_share`); 0 = no colour prompt pair can reward it.
     """
     from ..templates import apply_templates
 
@@ -356,12 +358,12 @@ def evaluate(clip, count: int = 800, seed_base: int = EVAL_SEED_BASE) -> dict[st
     sims = emb_d @ text.T
     # NADA's view: the embedding change of a recolouring, and of adding the distractor, against the text
     # change from the fill's colour to the new one (cosines; a halo should not score like a recolouring).
+    new_idx = torch.tensor([(colours.index(s.colour) + 1 + i % 7) % len(colours) for i, s in enumerate(scenes)])
     recoloured = []
-    for i, s in enumerate(scenes):
-        new = colours[(colours.index(s.colour) + 1 + i % 7) % len(colours)]
+    for s, k in zip(scenes, new_idx.tolist()):
+        new = colours[k]
         recoloured.append(world.render(dataclasses.replace(s, colour=new, colour_rgb=world.SHAPE_COLOURS[new]), 64))
     emb_r = embed(torch.stack(recoloured))
-    new_idx = torch.tensor([(colours.index(s.colour) + 1 + i % 7) % len(colours) for i, s in enumerate(scenes)])
     cos_r = F.cosine_similarity(emb_r - emb, text[new_idx] - text[fill], dim=-1)
     cos_d = F.cosine_similarity(emb_d - emb, text[other] - text[fill], dim=-1)
     share_d = colour_share(emb_d - emb, text)
