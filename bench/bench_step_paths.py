@@ -110,6 +110,15 @@ def main() -> None:
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
     print("256 px config-f generator, ViT-B-32 (random weights), batch 2, layers=all\n")
 
+    from nada.cpu_memory import reuse_freed_memory
+
+    with reuse_freed_memory(args.device):  # as adapt() runs its steps
+        _main(args)
+
+
+def _main(args) -> None:
+    import torch
+
     if args.profile:
         run = make_run(False, args.device)  # the default form
         timed_step(run, args.device)  # warm-up; also turns on the trained parameters' gradients

@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from ..clip import as_ensemble
+from ..cpu_memory import reuse_freed_memory
 from ..devices import default_device, is_out_of_memory
 from ..errors import ConfigError, DirectionError, NadaError
 from ..templates import PART_TEMPLATES, apply_templates
@@ -171,7 +172,7 @@ def adapt(
     device = torch.device(device) if device is not None else default_device()
     if G.config.img_channels != 3:
         raise ConfigError(f"CLIP guidance needs an RGB generator; this one has {G.config.img_channels} channels")
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), reuse_freed_memory(device):
         run = Run(G, _guides(clip, direction, device, cfg), cfg, device)
         if resume is not None:
             run.load_state_dict(resume)
