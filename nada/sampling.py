@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .cpu_memory import reuse_freed_memory
 from .errors import ConfigError
 
 MAX_SEED = 2**64 - 1
@@ -126,15 +127,16 @@ def render(
     out = []
     if progress is not None:
         progress(0, ws.shape[0])
-    for i in range(0, ws.shape[0], max(1, batch_size)):
-        chunk = ws[i : i + batch_size].to(G.device)
-        noise = None
-        if noise_mode == "random":
-            chunk_seeds = seeds[i : i + batch_size] if seeds is not None else range(i, i + chunk.shape[0])
-            noise = seed_noise(G, chunk_seeds)
-        out.append(G.synthesis(chunk, noise_mode=noise_mode, noise=noise).float().cpu())
-        if progress is not None:
-            progress(i + chunk.shape[0], ws.shape[0])
+    with reuse_freed_memory(G.device):
+        for i in range(0, ws.shape[0], max(1, batch_size)):
+            chunk = ws[i : i + batch_size].to(G.device)
+            noise = None
+            if noise_mode == "random":
+                chunk_seeds = seeds[i : i + batch_size] if seeds is not None else range(i, i + chunk.shape[0])
+                noise = seed_noise(G, chunk_seeds)
+            out.append(G.synthesis(chunk, noise_mode=noise_mode, noise=noise).float().cpu())
+            if progress is not None:
+                progress(i + chunk.shape[0], ws.shape[0])
     return torch.cat(out)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..cpu_memory import reuse_freed_memory
 from ..errors import ConfigError, InversionError
 from ..stylegan2 import Generator
 from ..stylegan2.formats import load_generator
@@ -128,7 +129,7 @@ def invert(
     spec, size = encoder.spec, encoder.input_size
     x = images.to(device=device, dtype=torch.float32)
     avg = encoder.latent_avg.to(device) if encoder.latent_avg is not None else None
-    with torch.no_grad():
+    with torch.no_grad(), reuse_freed_memory(device):
         if not spec.iterative:
             codes = encoder(x)
             if spec.adds_latent_avg:

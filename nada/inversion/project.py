@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu_memory import reuse_freed_memory
 from ..devices import module_device, trainable_copy
 from ..errors import ConfigError, ProjectionError
 from . import perceptual
@@ -262,7 +263,7 @@ def project(
         raise ConfigError(
             "this generator has no noise inputs to optimise (StyleGAN3 has none); use optimize_noise=False"
         )
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), reuse_freed_memory(module_device(G)):
         run = _Projection(G, images, cfg, init, clip, paths)
         return run.loop(callback, should_stop)
 
