@@ -184,9 +184,7 @@ def _official(official: Path, ckpt: Path, case: str, steps: int, device: str) ->
     if device == "cpu":
         net.device = "cpu"  # determine_opt_layers draws its latents on net.device
     ratio = args.g_reg_every / (args.g_reg_every + 1)  # train.py's optimiser
-    g_optim = torch.optim.Adam(
-        net.generator_trainable.parameters(), lr=LR * ratio, betas=(0**ratio, 0.99**ratio)
-    )
+    g_optim = torch.optim.Adam(net.generator_trainable.parameters(), lr=LR * ratio, betas=(0**ratio, 0.99**ratio))
     base = _rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -278,13 +276,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "g256.pt"
-        cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-               f"from bench.bench_vs_official import _checkpoint; from pathlib import Path; "
-               f"_checkpoint(Path({str(args.official.resolve())!r}), Path({str(ckpt)!r}))"]
+        cmd = [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            f"from bench.bench_vs_official import _checkpoint; from pathlib import Path; "
+            f"_checkpoint(Path({str(args.official.resolve())!r}), Path({str(ckpt)!r}))",
+        ]
         subprocess.run(cmd, check=True)
         print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, device {args.device}")
-        print(f"{SIZE} px config-f generator, ViT-B-32 (random weights), batch {BATCH}; {args.steps} timed steps "
-              f"per process after one warm-up, {args.pairs} official/ours pairs per case\n")
+        print(
+            f"{SIZE} px config-f generator, ViT-B-32 (random weights), batch {BATCH}; {args.steps} timed steps "
+            f"per process after one warm-up, {args.pairs} official/ours pairs per case\n"
+        )
         rows = []
         for case in args.cases.split(","):
             pairs = []
@@ -292,8 +296,22 @@ def main() -> None:
                 order = ("official", "ours") if i % 2 == 0 else ("ours", "official")
                 got = {}
                 for side in order:
-                    c = [sys.executable, __file__, "--side", side, "--case", case, "--ckpt", str(ckpt),
-                         "--official", str(args.official.resolve()), "--steps", str(args.steps), "--device", args.device]
+                    c = [
+                        sys.executable,
+                        __file__,
+                        "--side",
+                        side,
+                        "--case",
+                        case,
+                        "--ckpt",
+                        str(ckpt),
+                        "--official",
+                        str(args.official.resolve()),
+                        "--steps",
+                        str(args.steps),
+                        "--device",
+                        args.device,
+                    ]
                     if args.threads:
                         c += ["--threads", str(args.threads)]
                     out = subprocess.run(c, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -302,21 +320,30 @@ def main() -> None:
                     got[side] = json.loads(out.stdout.strip().splitlines()[-1])
                 pairs.append(got)
                 o, u = got["official"], got["ours"]
-                print(f"  {case} pair {i}: official {o['wall']:.2f} s ({o['cpu']:.2f} CPU s, {o['peak_mb']:.0f} MB), "
-                      f"ours {u['wall']:.2f} s ({u['cpu']:.2f} CPU s, {u['peak_mb']:.0f} MB), "
-                      f"wall ratio {u['wall'] / o['wall']:.2f}", flush=True)
+                print(
+                    f"  {case} pair {i}: official {o['wall']:.2f} s ({o['cpu']:.2f} CPU s, {o['peak_mb']:.0f} MB), "
+                    f"ours {u['wall']:.2f} s ({u['cpu']:.2f} CPU s, {u['peak_mb']:.0f} MB), "
+                    f"wall ratio {u['wall'] / o['wall']:.2f}",
+                    flush=True,
+                )
             rows.append((case, pairs))
         mem = "peak CUDA MB" if args.device.startswith("cuda") else "peak MB over loaded"
-        print(f"\n{'case':<8}{'official s':>12}{'ours s':>9}{'ratio':>8}{'cpu ratio':>11}"
-              f"{'official ' + mem:>28}{'ours':>8}{'ratio':>8}")
+        print(
+            f"\n{'case':<8}{'official s':>12}{'ours s':>9}{'ratio':>8}{'cpu ratio':>11}"
+            f"{'official ' + mem:>28}{'ours':>8}{'ratio':>8}"
+        )
         for case, pairs in rows:
-            med = {s: {k: statistics.median(p[s][k] for p in pairs) for k in ("wall", "cpu", "peak_mb")}
-                   for s in ("official", "ours")}
+            med = {
+                s: {k: statistics.median(p[s][k] for p in pairs) for k in ("wall", "cpu", "peak_mb")}
+                for s in ("official", "ours")
+            }
             wall_r = statistics.median(p["ours"]["wall"] / p["official"]["wall"] for p in pairs)
             cpu_r = statistics.median(p["ours"]["cpu"] / p["official"]["cpu"] for p in pairs)
             mem_r = med["ours"]["peak_mb"] / med["official"]["peak_mb"]
-            print(f"{case:<8}{med['official']['wall']:>12.2f}{med['ours']['wall']:>9.2f}{wall_r:>8.2f}{cpu_r:>11.2f}"
-                  f"{med['official']['peak_mb']:>28.0f}{med['ours']['peak_mb']:>8.0f}{mem_r:>8.2f}")
+            print(
+                f"{case:<8}{med['official']['wall']:>12.2f}{med['ours']['wall']:>9.2f}{wall_r:>8.2f}{cpu_r:>11.2f}"
+                f"{med['official']['peak_mb']:>28.0f}{med['ours']['peak_mb']:>8.0f}{mem_r:>8.2f}"
+            )
         print("\nratio = median over pairs of ours / official (time: lower is faster); memory: ratio of the medians")
 
 

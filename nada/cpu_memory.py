@@ -14,8 +14,13 @@ come from the heap (`M_MMAP_MAX` 0) and freed memory stays there for the next st
 and concurrent uses share one switch (a counter). The numbers computed are the same: only where the
 memory comes from changes.
 
-Off for other devices (their tensors are not malloc'ed), without glibc (macOS, Windows, musl), and
-when the environment says `NADA_REUSE_CPU_MEMORY=0`.
+Only where it helps, measured (`bench/bench_cpu_memory.py`): in the main thread, and in other
+threads when every thread allocates from glibc's main heap (`MALLOC_ARENA_MAX=1` in the environment).
+A thread of its own (ComfyUI runs nodes in a worker thread) allocates from a separate arena whose
+heaps hold at most 64 MB, so its larger blocks are mapped fresh whatever the settings; there the
+switch made steps slower, not faster, and stays off. Off as well for other devices (their tensors
+are not malloc'ed), without glibc (macOS, Windows, musl), and when the environment says
+`NADA_REUSE_CPU_MEMORY=0`.
 """
 
 from __future__ import annotations
@@ -62,8 +67,17 @@ def glibc() -> ctypes.CDLL | None:
     return _libc
 
 
+def _one_arena() -> bool:
+    """Whether the environment pins glibc to one arena, so every thread allocates from the main heap."""
+    tunables = dict(t.partition("=")[::2] for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t)
+    return os.environ.get("MALLOC_ARENA_MAX") == "1" or tunables.get("glibc.malloc.arena_max") == "1"
+
+
 def enabled() -> bool:
-    return os.environ.get("NADA_REUSE_CPU_MEMORY", "1") != "0" and glibc() is not None
+    """Whether the switch works for the calling thread (see the module docstring)."""
+    if os.environ.get("NADA_REUSE_CPU_MEMORY", "1") == "0" or glibc() is None:
+        return False
+    return threading.current_thread() is threading.main_thread() or _one_arena()
 
 
 @contextmanager

@@ -47,7 +47,8 @@ def _mmapped_bytes_of_a_big_tensor() -> int:
 
 @pytest.fixture(autouse=True)
 def _switch_on(monkeypatch):
-    monkeypatch.delenv("NADA_REUSE_CPU_MEMORY", raising=False)
+    for name in ("NADA_REUSE_CPU_MEMORY", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
     assert cpu_memory._depth == 0
 
 
@@ -60,7 +61,8 @@ def test_large_blocks_come_from_the_heap_inside_and_from_mmap_again_after():
     assert _mmapped_bytes_of_a_big_tensor() >= BIG  # restored
 
 
-def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves():
+def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")  # what lets a second thread use the switch
     entered, leave = threading.Event(), threading.Event()
 
     def other_run():
@@ -82,6 +84,28 @@ def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves():
         t.join()
     assert cpu_memory._depth == 0
     assert _mmapped_bytes_of_a_big_tensor() >= BIG
+
+
+def test_off_in_a_thread_of_its_own_unless_glibc_has_one_arena(monkeypatch):
+    """A worker thread's big blocks are mapped fresh whatever the settings (its arena's heaps hold at
+    most 64 MB), so the switch stays off there unless every thread allocates from the main heap."""
+    _mallinfo2()
+    seen = {}
+
+    def worker(key):
+        with reuse_freed_memory("cpu") as on:
+            seen[key] = on
+
+    for key, env in (("plain", {}), ("arena", {"MALLOC_ARENA_MAX": "1"}),
+                     ("tunable", {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0:glibc.malloc.arena_max=1"})):  # fmt: skip
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            t = threading.Thread(target=worker, args=(key,))
+            t.start()
+            t.join()
+    assert seen == {"plain": False, "arena": True, "tunable": True}
+    assert cpu_memory._depth == 0
 
 
 def test_off_for_other_devices_and_when_the_environment_says_so(monkeypatch):
