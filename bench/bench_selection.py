@@ -227,6 +227,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    from nada.cpu_memory import reuse_freed_memory
+
+    with reuse_freed_memory(device):  # as adapt() runs the selection
+        _main(args, device)
+
+
+def _main(args, device: torch.device) -> None:
     if args.memory_case:
         print(json.dumps(memory(args.memory_case, device)))
         return
