@@ -9,6 +9,7 @@ from __future__ import annotations
 from nada import devices as nada_devices
 from nada import images as nada_images
 from nada import inversion as nada_inversion
+from nada.adaptation import memory as nada_memory
 from nada.stylegan2 import formats as nada_formats
 
 from . import comfy_bridge as bridge
@@ -109,6 +110,11 @@ class InvertImage:
 
     def invert(self, encoder, images, n_iters, generator=None):
         device = bridge.torch_device()
+        if generator is not None:  # (without one, the decoder is read from the encoder's file on the device)
+            bridge.make_room(
+                nada_memory.inversion_bytes(encoder, generator, images.shape[0]), device,
+                advice="invert fewer images at once",
+            )  # fmt: skip
         enc = nada_devices.on_device(encoder, device)
         G = nada_devices.on_device(generator, device) if generator is not None else None
         x = nada_inversion.prepare_face(nada_images.from_hwc(images), size=enc.input_size)

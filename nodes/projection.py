@@ -13,6 +13,7 @@ import torch
 
 from nada import devices as nada_devices
 from nada import images as nada_images
+from nada.adaptation import memory as nada_memory
 from nada.inversion.project import SPACES, ProjectionProgress
 from nada.inversion.project import project as project_images
 
@@ -178,7 +179,12 @@ class ProjectImage:
         def should_stop() -> bool:
             return progress.interrupted or bridge.interrupt_requested()
 
-        G = nada_devices.on_device(generator, bridge.torch_device())
+        device = bridge.torch_device()
+        bridge.make_room(
+            nada_memory.projection_bytes(generator, images.shape[0], clip, device), device,
+            advice="project fewer images at once, or leave CLIP out",
+        )  # fmt: skip
+        G = nada_devices.on_device(generator, device)
         try:
             result = project_images(
                 G,

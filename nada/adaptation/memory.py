@@ -97,6 +97,22 @@ def render_bytes(G: nn.Module, batch: int) -> int:
     return int(module_bytes(G) + MARGIN * RENDER_BYTES_PER_VOLUME * 4 * batch * activation_volume(G.config))
 
 
+def projection_bytes(G: nn.Module, batch: int, clip: Any = None, device: torch.device | str = "cpu") -> int:
+    """Device bytes projecting `batch` images needs: the generator, its activations with gradients (the
+    trainable pass of a training step: the projection differentiates the same synthesis, for W+
+    instead of the weights) and, when CLIP joins the loss, its weights and activations. VGG16's
+    features for LPIPS (15 M weights) are small next to them and not counted."""
+    members = clip_bytes(clip, device) if clip is not None else []
+    act = BYTES_PER_VOLUME * batch * activation_volume(G.config) + sum(per for _, per in members) * batch
+    return int(module_bytes(G) + sum(w for w, _ in members) + MARGIN * (act + STEP_BYTES))
+
+
+def inversion_bytes(encoder: nn.Module, G: nn.Module, batch: int) -> int:
+    """Device bytes an encoder inversion of `batch` images needs: the encoder's weights and a render
+    of `batch` images (the encoder's own feature maps, without gradients, are small next to them)."""
+    return module_bytes(encoder) + render_bytes(G, batch)
+
+
 def render_batch(G: nn.Module, free: int | None, largest: int) -> int:
     """Images per chunk (1..`largest`) that fit in `free` bytes by `render_bytes`; `largest` when unknown."""
     if free is None:

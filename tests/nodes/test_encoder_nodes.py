@@ -67,3 +67,23 @@ def test_cancel_stops_the_refinement_and_raises_the_interrupt(pack, bridge, chec
     bridge.request_interrupt(True)
     with pytest.raises(bridge.interrupt_exception_type()), torch.inference_mode():
         pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(256, 256), 5)
+
+
+def test_invert_frees_room_first_and_says_what_to_lower_when_it_does_not_fit(pack, bridge, checkpoints, caplog):
+    import logging
+
+    from nada.adaptation.memory import inversion_bytes
+
+    enc, G = pack.NODE_CLASS_MAPPINGS["NADA_LoadEncoder"]().load(install(bridge, checkpoints["e4e"]))
+    needed = inversion_bytes(enc, G, 1)
+    assert inversion_bytes(enc, G, 3) > needed
+    try:
+        for budget, warnings in ((needed // 2, 1), (needed, 0)):
+            bridge.set_memory_budget(budget)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING), torch.inference_mode():
+                pack.NODE_CLASS_MAPPINGS["NADA_InvertImage"]().invert(enc, comfy_image(256, 256), 1, G)
+            said = [r.getMessage() for r in caplog.records if "GiB are free" in r.getMessage()]
+            assert len(said) == warnings and all("invert fewer images" in s for s in said)
+    finally:
+        bridge.set_memory_budget(None)

@@ -120,3 +120,21 @@ def test_vgg16_weights_from_models_lpips_are_listed_and_used(pack, bridge, tiny_
     monkeypatch.setattr(bridge, "send_text", lambda text, node_id=None: texts.append(text))
     run(pack, tiny_generator, image, steps=2, vgg16_weights="vgg16-397923af.pth")
     assert "vgg16 loss" in texts[-1]
+
+
+def test_frees_room_first_and_says_what_to_lower_when_it_does_not_fit(pack, bridge, tiny_generator, caplog):
+    from nada.adaptation.memory import projection_bytes
+
+    _, image = rendered(pack, tiny_generator)
+    needed = projection_bytes(tiny_generator, image.shape[0])
+    assert projection_bytes(tiny_generator, 4) > needed > projection_bytes(tiny_generator, 1)
+    try:
+        for budget, warnings in ((needed // 2, 1), (needed, 0)):
+            bridge.set_memory_budget(budget)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                run(pack, tiny_generator, image, steps=1)
+            said = [r.getMessage() for r in caplog.records if "GiB are free" in r.getMessage()]
+            assert len(said) == warnings and all("project fewer images" in s for s in said)
+    finally:
+        bridge.set_memory_budget(None)
