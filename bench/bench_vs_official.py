@@ -27,6 +27,11 @@ Each (side, case) runs in its own process: set-up, one warm-up step, `--steps` t
 wall and CPU seconds), peak RSS over the RSS once the models are loaded. Processes alternate official
 / ours, `--pairs` times; the table gives each side's median and the median of the pair-by-pair ratios.
 Run it on an idle machine: a busy one changes the times by 2-4x.
+
+Ours runs its steps with `nada.cpu_memory.reuse_freed_memory` (glibc keeps freed blocks for the next
+step) as every adaptation on the CPU does; the official code runs with glibc's defaults, as its users
+run it. `--same-allocator` gives the official process the same settings (through glibc's environment
+variables) to compare the rest.
 """
 
 from __future__ import annotations
@@ -255,6 +260,12 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3, help="official/ours process pairs per case")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--same-allocator",
+        action="store_true",
+        help="give the official process glibc's settings that nada.cpu_memory applies to ours (through the "
+        "environment: MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2147483647), to compare the rest",
+    )
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: one process
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", type=Path, default=None, help=argparse.SUPPRESS)
@@ -314,7 +325,10 @@ def main() -> None:
                     ]
                     if args.threads:
                         c += ["--threads", str(args.threads)]
-                    out = subprocess.run(c, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                    if args.same_allocator:
+                        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="2147483647")
+                    out = subprocess.run(c, capture_output=True, text=True, env=env)
                     if out.returncode != 0:
                         sys.exit(f"{side} {case} failed:\n{out.stderr[-3000:]}")
                     got[side] = json.loads(out.stdout.strip().splitlines()[-1])
