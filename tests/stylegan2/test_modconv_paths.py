@@ -23,7 +23,8 @@ OP_CASES = [  # batch, in, out, kernel, up, demodulate
 def op_grads(fused: bool, x, w, s, k: int, up: int, demod: bool, g_out: torch.Tensor | None):
     x, w, s = (t.detach().clone().requires_grad_(True) for t in (x, w, s))
     f = ops.make_filter(device="cpu").to(x.dtype) if up == 2 else None
-    y = ops.modulated_conv2d(x, w, s, demodulate=demod, up=up, resample_filter=f, fused=fused)
+    y, d = ops.modulated_conv2d(x, w, s, demodulate=demod, up=up, resample_filter=f, fused=fused)
+    y = ops.bias_act(y, demod=d)  # the non-fused form leaves its demodulation to the layer's tail
     if g_out is None:
         g_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
     y.backward(g_out)
