@@ -109,14 +109,14 @@ def bias_act(
     inputs = (x, demod, noise, noise_strength, b)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return _BiasAct.apply(*inputs, act, g, clamp, inplace)
-    return _bias_act_forward(*inputs, act, g, clamp, inplace, for_backward=False)[0]
+    return _bias_act_forward(*inputs, act, g, clamp, inplace, keep_activation=False)[0]
 
 
 def _bias_act_forward(
-    x, demod, noise, noise_strength, b, act: str, gain: float, clamp: float | None, inplace: bool, for_backward: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """bias_act's arithmetic. Returns the output and, `for_backward` with lrelu, the tensor whose sign
-    tells the leaky ReLU's branch (the output itself unless the gain is below 1)."""
+    x, demod, noise, noise_strength, b, act: str, gain: float, clamp: float | None, inplace: bool, keep_activation: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """bias_act's arithmetic. Returns the output and the activation, which is the output itself
+    (scaled and clamped in place) unless `keep_activation` asks for it to be kept apart."""
     per_channel = [1, -1] + [1] * (x.ndim - 2)
     if demod is not None:
         demod = demod.reshape(x.shape[0], x.shape[1], *[1] * (x.ndim - 2))
@@ -127,20 +127,14 @@ def _bias_act_forward(
         y.add_(noise * noise_strength)
     if b is not None:
         y.add_(b.reshape(per_channel))
-    # x * gain keeps the sign when gain >= 1 (no non-zero value rounds to zero), so the backward can
-    # read the leaky ReLU's branch from the output's sign; a smaller gain keeps the activation itself.
-    sign = None
     if act == "lrelu":
         F.leaky_relu(y, LRELU_SLOPE, inplace=True)
-        sign = y
-    keep_activation = for_backward and sign is not None and gain < 1
+    activation = y
     if gain != 1:
         y = y * gain if keep_activation else y.mul_(gain)
     if clamp is not None:
         y.clamp_(-clamp, clamp)
-    if sign is not None and not keep_activation:
-        sign = y
-    return y, (sign if for_backward else None)
+    return y, activation
 
 
 class _BiasAct(torch.autograd.Function):
@@ -150,9 +144,12 @@ class _BiasAct(torch.autograd.Function):
     def forward(ctx, x, demod, noise, noise_strength, b, act, gain, clamp, inplace):
         need_x, need_demod, need_noise, need_strength = ctx.needs_input_grad[:4]
         keep_x = demod is not None and need_demod
-        y, sign = _bias_act_forward(
-            x, demod, noise, noise_strength, b, act, gain, clamp, inplace and not keep_x, for_backward=True
-        )
+        # The backward reads the leaky ReLU's branch from the sign of the output: a gain >= 1 keeps it
+        # (no non-zero value rounds to zero; where the clamp changes a value its gradient is zero);
+        # a smaller gain needs the activation kept apart, and then x is not overwritten either.
+        keep_activation = act == "lrelu" and gain < 1
+        inplace = inplace and not keep_x and not keep_activation
+        y, activation = _bias_act_forward(x, demod, noise, noise_strength, b, act, gain, clamp, inplace, keep_activation)
         if y is x:
             ctx.mark_dirty(x)
         ctx.gain, ctx.clamp = gain, clamp
@@ -163,7 +160,7 @@ class _BiasAct(torch.autograd.Function):
             demod if need_x else None,
             noise if need_strength else None,
             noise_strength if need_noise else None,
-            sign,
+            activation if act == "lrelu" else None,
             y if clamp is not None else None,
         )
         return y
@@ -171,7 +168,7 @@ class _BiasAct(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, demod, noise, noise_strength, sign, y = ctx.saved_tensors
+        x, demod, noise, noise_strength, activation, y = ctx.saved_tensors
         need_x, need_demod, need_noise, need_strength, need_b = ctx.needs_input_grad[:5]
         # gp: the gradient at x * demod + noise * strength + b. A new tensor (autograd may share
         # `grad`), which becomes x's gradient in place once the reductions have read it.
@@ -180,8 +177,8 @@ class _BiasAct(torch.autograd.Function):
             # torch's clamp passes the gradient strictly inside (-clamp, clamp), not at NaN (older
             # torch also at the bounds): exactly where the clamped output is strictly inside.
             gp.masked_fill_(torch.gt(y, -ctx.clamp).logical_and_(torch.lt(y, ctx.clamp)).logical_not_(), 0)
-        if sign is not None:  # torch's own leaky ReLU backward (the slope at exactly 0, as autograd)
-            torch.ops.aten.leaky_relu_backward.grad_input(gp, sign, LRELU_SLOPE, True, grad_input=gp)
+        if activation is not None:  # torch's own leaky ReLU backward (the slope at exactly 0, as autograd)
+            torch.ops.aten.leaky_relu_backward.grad_input(gp, activation, LRELU_SLOPE, True, grad_input=gp)
         g_x = g_demod = g_noise = g_strength = g_b = None
         if need_demod:  # sum over the pixels of gp * x, as a batched dot product: no full-size temporary
             n = x.shape[0] * x.shape[1]

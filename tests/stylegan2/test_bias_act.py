@@ -137,6 +137,19 @@ def test_gradients_at_zero_and_exactly_at_the_clamp(dtype, gain, act):
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-10 if dtype == torch.float64 else 1e-5, atol=0)
 
 
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("demod_grad", [True, False])
+def test_inplace_overwrites_the_input_only_when_the_backward_does_not_need_it(grad, demod_grad):
+    c = torch.randn(B, COUT, RES, RES, requires_grad=grad) * 1  # a temporary, like a convolution's output
+    d = torch.rand(B, COUT, requires_grad=demod_grad) + 0.5
+    with torch.set_grad_enabled(grad):
+        for demod in (None, d):
+            x = c.detach().clone().requires_grad_(grad) * 1 if grad else c.clone()
+            z = ops.bias_act(x, act="lrelu", clamp=0.5, inplace=True, demod=demod)
+            needs_x = grad and demod is not None and demod_grad  # for the demodulation's gradient
+            assert (z.data_ptr() == x.data_ptr()) != needs_x
+
+
 def saved_bytes(fn) -> tuple[torch.Tensor, int]:
     """Run fn under autograd; the total bytes of the distinct storages it saves for the backward."""
     storages = {}
