@@ -182,7 +182,8 @@ class _BiasAct(torch.autograd.Function):
         g_x = g_demod = g_noise = g_strength = g_b = None
         if need_demod:  # sum over the pixels of gp * x, as a batched dot product: no full-size temporary
             n = x.shape[0] * x.shape[1]
-            g_demod = torch.bmm(gp.reshape(n, 1, -1), x.reshape(n, -1, 1)).reshape(x.shape[:2])
+            with torch.autocast(x.device.type, enabled=False):  # in x's dtype even if backward runs in autocast
+                g_demod = torch.bmm(gp.reshape(n, 1, -1), x.reshape(n, -1, 1)).reshape(x.shape[:2])
         if need_b:
             g_b = gp.sum([0, *range(2, gp.ndim)])
         if need_noise or need_strength:
