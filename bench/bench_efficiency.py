@@ -70,7 +70,8 @@ def check_counter() -> None:
         counts = []
         for mode in (FlopCounterMode(display=False), counter()):
             with mode:
-                ops.modulated_conv2d(x, w, s, fused=fused).sum().backward()
+                y, d = ops.modulated_conv2d(x, w, s, fused=fused)
+                ops.bias_act(y, demod=d).sum().backward()
             counts.append(mode.get_total_flops())
         print(f"modconv {'fused    ' if fused else 'non-fused'}: analytic {analytic / 1e9:.3f} GFLOP, "
               f"torch's counter {counts[0] / 1e9:.3f}, group-aware {counts[1] / 1e9:.3f}")  # fmt: skip

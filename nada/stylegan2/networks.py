@@ -135,12 +135,13 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:
         styles = self.affine(w)
         f = None if self.resample_filter is None else self.resample_filter.to(x.device)
-        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused)
-        # x is the convolution's own output (its backward does not need it): add into it in place.
-        if noise is not None:
-            x = x.add_(noise.to(x.dtype) * self.noise_strength)
+        x, d = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return ops.bias_act(x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp, inplace=True)
+        # x is the convolution's own output (its backward does not need it): the tail may reuse it.
+        return ops.bias_act(
+            x, self.bias, act="lrelu", gain=ops.LRELU_GAIN * gain, clamp=clamp, inplace=True,
+            demod=d, noise=noise, noise_strength=self.noise_strength,
+        )  # fmt: skip
 
 
 class ToRGBLayer(nn.Module):
@@ -156,7 +157,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w)
-        x = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False, fused=fused)
+        x, _ = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False, fused=fused)
         return ops.bias_act(x, self.bias, clamp=self.conv_clamp, inplace=True)  # x: the conv's own output
 
 
