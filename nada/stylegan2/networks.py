@@ -135,7 +135,9 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:
         styles = self.affine(w)
         f = None if self.resample_filter is None else self.resample_filter.to(x.device)
-        x, d = ops.modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused)
+        x, d = ops.modulated_conv2d(
+            x, self.weight * self.weight_gain, styles, up=self.up, resample_filter=f, fused=fused
+        )
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         # x is the convolution's own output (its backward does not need it): the tail may reuse it.
         return ops.bias_act(

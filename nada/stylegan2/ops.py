@@ -13,6 +13,7 @@ implementations' own "reference" (non-CUDA) paths, up to float rounding:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -137,6 +138,15 @@ def _bias_act_forward(
     return y, activation
 
 
+@functools.cache
+def _clamp_passes_at_bounds() -> bool:
+    """Whether this torch's clamp gives a value exactly at a bound its gradient (older versions did)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.ones((), requires_grad=True)
+        (g,) = torch.autograd.grad(x.clamp(-1.0, 1.0), x)
+    return bool(g == 1)
+
+
 class _BiasAct(torch.autograd.Function):
     """bias_act with gradients: one output, few saved tensors (see bias_act)."""
 
@@ -149,7 +159,9 @@ class _BiasAct(torch.autograd.Function):
         # a smaller gain needs the activation kept apart, and then x is not overwritten either.
         keep_activation = act == "lrelu" and gain < 1
         inplace = inplace and not keep_x and not keep_activation
-        y, activation = _bias_act_forward(x, demod, noise, noise_strength, b, act, gain, clamp, inplace, keep_activation)
+        y, activation = _bias_act_forward(
+            x, demod, noise, noise_strength, b, act, gain, clamp, inplace, keep_activation
+        )
         if y is x:
             ctx.mark_dirty(x)
         ctx.gain, ctx.clamp = gain, clamp
@@ -174,9 +186,10 @@ class _BiasAct(torch.autograd.Function):
         # `grad`), which becomes x's gradient in place once the reductions have read it.
         gp = grad * ctx.gain
         if y is not None:
-            # torch's clamp passes the gradient strictly inside (-clamp, clamp), not at NaN (older
-            # torch also at the bounds): exactly where the clamped output is strictly inside.
-            gp.masked_fill_(torch.gt(y, -ctx.clamp).logical_and_(torch.lt(y, ctx.clamp)).logical_not_(), 0)
+            # Where torch's own clamp passes the gradient, read from the clamped output: strictly
+            # inside (-clamp, clamp) in recent torch, the closed interval in older ones; never at NaN.
+            lo, hi = (torch.ge, torch.le) if _clamp_passes_at_bounds() else (torch.gt, torch.lt)
+            gp.masked_fill_(lo(y, -ctx.clamp).logical_and_(hi(y, ctx.clamp)).logical_not_(), 0)
         if activation is not None:  # torch's own leaky ReLU backward (the slope at exactly 0, as autograd)
             torch.ops.aten.leaky_relu_backward.grad_input(gp, activation, LRELU_SLOPE, True, grad_input=gp)
         g_x = g_demod = g_noise = g_strength = g_b = None

@@ -12,8 +12,6 @@ import torch.nn.functional as F
 
 from nada.stylegan2 import ops
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
 B, CIN, COUT, RES = 2, 6, 5, 8
 
 

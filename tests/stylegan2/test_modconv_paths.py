@@ -85,7 +85,9 @@ def test_generators_agree_in_both_forms_with_gradients(architecture, conv_clamp,
                         **{k: p.grad for k, p in G.synthesis.named_parameters() if p.grad is not None}}  # fmt: skip
     assert out[True].std() > 0.01
     exact = dtype == torch.float64
-    torch.testing.assert_close(out[False], out[True], **(dict(rtol=1e-10, atol=1e-12) if exact else dict(rtol=1e-4, atol=1e-5)))
+    torch.testing.assert_close(
+        out[False], out[True], **(dict(rtol=1e-10, atol=1e-12) if exact else dict(rtol=1e-4, atol=1e-5))
+    )
     assert grads[True].keys() == grads[False].keys()
     for name, g in grads[True].items():
         scale = g.abs().max().item()
