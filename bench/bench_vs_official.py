@@ -77,13 +77,19 @@ def _checkpoint(official: Path, path: Path) -> None:
     torch.save({"g_ema": g.state_dict()}, path)
 
 
-def _install_official_env(device: str) -> None:
-    import torch
+def ops_without_compiling() -> None:
+    """Let the official op modules import without compiling their CUDA kernels (on the CPU they never
+    call them: each op has its own CPU path)."""
     import torch.utils.cpp_extension as cpp_extension
 
+    cpp_extension.load = lambda *a, **k: types.SimpleNamespace()
+
+
+def _install_official_env(device: str) -> None:
+    import torch
+
     if device == "cpu":
-        # Import the official op modules without compiling their CUDA kernels; on the CPU they never call them.
-        cpp_extension.load = lambda *a, **k: types.SimpleNamespace()
+        ops_without_compiling()
 
         def cpu(a):
             return "cpu" if isinstance(a, (str, torch.device)) and "cuda" in str(a) else a

@@ -88,8 +88,10 @@ def test_out_of_memory_stops_with_advice_and_the_last_good_weights(tmp_path):
         sys.exit(3)
         """
     )
-    # Large blocks always mapped and unmapped (no dynamic threshold, no heap reuse), so step 2 must map anew.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+    # Large blocks always mapped and unmapped (no dynamic threshold, no heap reuse), so step 2 must map
+    # anew; nada.cpu_memory's switch (which keeps freed blocks for the next step) off for the same reason.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1",
+           "NADA_REUSE_CPU_MEMORY": "0"}  # fmt: skip
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     message = out.stdout.split("MESSAGE", 1)[1]

@@ -19,10 +19,10 @@ from torch import nn
 from .config import AdaptConfig
 
 # Fitted by bench/bench_memory.py (see bench/README.md for the run): saved bytes = A * batch * S + B * batch + C.
-BYTES_PER_VOLUME = 21.91  # A: trainable generator activations per unit of S (float32)
-CLIP_BYTES_PER_IMAGE = 178.4 * 2**20  # B: ViT-B-32's activations per image with gradients (fp32, 224 px input)
+BYTES_PER_VOLUME = 30.68  # A: trainable generator activations per unit of S (float32)
+CLIP_BYTES_PER_IMAGE = 13.4 * 2**20  # B: ViT-B-32's activations per image with gradients (fp32, 224 px input)
 VIT_B32_SIZE = 50 * 12 * 768  # tokens * layers * width of ViT-B-32, what B was measured with
-STEP_BYTES = 86.2 * 2**20  # C: per-step constant (frozen pass, latents, losses)
+STEP_BYTES = 95.8 * 2**20  # C: per-step constant (frozen pass, latents, losses)
 # Generator activations kept with gradient checkpointing / without. Measured at 256 px, batch 2, the
 # step's peak drops by about the whole generator part (CPU RSS 1389 -> 775 MB), but the backward pass
 # recomputes one block at a time, and the last block holds about half of S at 256-1024 px: 0.5.
