@@ -35,10 +35,12 @@ BIG = 80 * 2**20  # above glibc's largest mmap threshold (32 MB): served by mmap
 
 
 def _mmapped_bytes_of_a_big_tensor() -> int:
-    """How many more bytes sit in mmapped blocks while a BIG tensor is alive."""
+    """How many more bytes sit in mmapped blocks while a BIG tensor is alive. The tensor is also larger
+    than the whole heap, so no free hole left in it by earlier tests can serve it: only the settings
+    decide between extending the heap and a mapping of its own."""
     info = _mallinfo2()
     before = info().hblkhd
-    t = torch.empty(BIG // 4, dtype=torch.float32)
+    t = torch.empty(max(BIG, info().arena + BIG) // 4, dtype=torch.float32)
     t.fill_(1.0)
     during = info().hblkhd
     del t
