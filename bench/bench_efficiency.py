@@ -2,6 +2,7 @@
 
     python bench/bench_efficiency.py --threads 1 --rounds 3          # CPU, ~6 min at 256 px
     python bench/bench_efficiency.py --device cuda --rounds 5 --compile
+    python bench/bench_efficiency.py --device cuda --rounds 5 --compile --compile-mode reduce-overhead  # + CUDA graphs
 
 Setup as bench_adapt.py: 256 px config-f generator, ViT-B-32 (random weights), batch 2, layers
 "all", the default (non-fused) training form. In one process, after a warm-up, rounds alternate:
@@ -110,6 +111,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gemm", type=int, default=2048, help="side of the square fp32 GEMM")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the generator forward")
+    ap.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile's mode; reduce-overhead records CUDA graphs on CUDA (on the CPU it compiles as default)",
+    )
     ap.add_argument("--wall", action="store_true", help="CPU: time in wall seconds (an idle machine) instead of CPU")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -211,7 +218,7 @@ def measure(args, device: torch.device, now, unit: str) -> None:
         # The sampling forward (inference) and the trainable synthesis inside the plain step (forward and
         # backward), each against its eager form, alternating after the first (compiling) call.
         forward = G.forward
-        compiled = torch.compile(forward)
+        compiled = torch.compile(forward, mode=args.compile_mode)
 
         def render(fn) -> None:
             with torch.inference_mode():
@@ -222,7 +229,7 @@ def measure(args, device: torch.device, now, unit: str) -> None:
         compare_compiled("generator forward, sampling (batch 4)", lambda: render(forward), lambda: render(compiled),
                          args.rounds, now, unit)  # fmt: skip
         syn = G.synthesis
-        eager_synthesis, compiled_synthesis = syn.forward, torch.compile(syn.forward)
+        eager_synthesis, compiled_synthesis = syn.forward, torch.compile(syn.forward, mode=args.compile_mode)
 
         def step_with(fn):
             def go() -> None:
