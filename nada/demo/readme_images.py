@@ -17,7 +17,7 @@ import torch
 
 from ..images import labelled_grid, save_image
 from ..sampling import blend_generators, interpolate, render, sample, seeds_to_z, z_to_w
-from .run import adapt_demo, load_demo_world, pixel_change, target_probability
+from .run import DEMO_STEPS, adapt_demo, load_demo_world, pixel_change, target_probability
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SCALE = 4  # 32 px tiles are tiny on screen: nearest-neighbour upscaling keeps them honest
@@ -35,7 +35,9 @@ EXAMPLES = (
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(DOCS_IMAGES), help="folder (default docs/images of the checkout)")
-    ap.add_argument("--steps", type=int, default=100, help="adaptation steps per example (default 100)")
+    ap.add_argument(
+        "--steps", type=int, default=DEMO_STEPS, help=f"adaptation steps per example (default {DEMO_STEPS}, the demo's)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))  # the same pixels on every run of a machine
     out = Path(args.out)
