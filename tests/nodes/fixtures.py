@@ -98,8 +98,10 @@ def _rewrite(
     source_samples: int,
     project_steps: int,
     texts: tuple[str, str] | None = None,
+    adapt: dict[str, Any] | None = None,
 ) -> dict:
-    """A copy of an API-format prompt with the models, sizes and output prefixes replaced."""
+    """A copy of an API-format prompt with the models, sizes and output prefixes replaced (`adapt`:
+    more NADA Adapt inputs to set)."""
     out = {}
     for nid, node in prompt.items():
         node = {**node, "inputs": dict(node["inputs"])}
@@ -111,6 +113,7 @@ def _rewrite(
         elif kind == "NADA_EncodePromptPair" and texts:
             inputs["source"], inputs["target"] = texts
         elif kind == "NADA_Adapt":
+            inputs.update(adapt or {})
             inputs["steps"] = steps
             inputs["preview_every"] = preview_every
         elif kind == "NADA_ProjectImage":
@@ -164,7 +167,10 @@ def install_demo_style_image(base: Path) -> None:
 
 def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60, project_steps: int = 100) -> dict:
     """The same graph on the demo world: "blue" -> "red" (or a blue-circle image), `steps` adaptation
-    and `project_steps` projection steps."""
+    steps with the demo's batch and learning rate (`nada.demo.run.DEMO_SETTINGS`: with the paper's
+    batch of 2 a run on these models is a lottery under float noise), `project_steps` projection steps."""
+    from nada.demo.run import DEMO_SETTINGS
+
     return _rewrite(
         prompt,
         generator=DEMO_GENERATOR_FILE,
@@ -176,4 +182,5 @@ def demo_world(prompt: dict[str, dict[str, Any]], steps: int = 60, project_steps
         source_samples=8,
         project_steps=project_steps,
         texts=("blue", "red"),
+        adapt={"batch": DEMO_SETTINGS["batch"], "learning_rate": DEMO_SETTINGS["lr"]},
     )

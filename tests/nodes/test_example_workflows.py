@@ -34,10 +34,13 @@ EXPECTED = {
     "nada_demo_cpu",
     "photo_to_adapted_domain",
 }
-REDNESS_RISE = 0.03  # measured 0.058 (-0.074 -> -0.016) at 40 steps
-SHAPE_KEPT = 0.6  # measured 0.77
+# Measured with the demo's batch 8 and lr 0.005 (demo_world), 40 steps, at 1 / 2 threads (a float-level
+# perturbation of a chaotic run): redness rise 0.162 / 0.163, shape IoU 0.68 / 0.66 (the adapted circles
+# are softer and a little larger); with batch 2 the rise was 0.030 / 0.032, a lottery around the old floor.
+REDNESS_RISE = 0.08
+SHAPE_KEPT = 0.5
 PHOTO_PSNR_FLOOR = 28.0  # measured 33.2 dB (100 steps, the 64 px photo area-downsampled to 32 px)
-PHOTO_SHAPE_KEPT = 0.6  # measured 0.76 (the adaptation itself reshapes a little, see SHAPE_KEPT)
+PHOTO_SHAPE_KEPT = 0.5  # measured 0.64 / 0.66 at 1 / 2 threads (the adaptation itself reshapes a little, see SHAPE_KEPT)
 
 
 def definitions(pack, lenient_files: bool):
