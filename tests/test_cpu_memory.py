@@ -7,7 +7,11 @@ the tests run where the switch does something: Linux with glibc >= 2.33.
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,12 +27,20 @@ class _MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _mallinfo2():
+def _mallinfo():
+    """glibc's mallinfo2, or None where there is none."""
     libc = cpu_memory.glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
-        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+        return None
     libc.mallinfo2.restype = _MallInfo2
     return libc.mallinfo2
+
+
+def _mallinfo2():
+    info = _mallinfo()
+    if info is None:
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    return info
 
 
 BIG = 80 * 2**20  # above glibc's largest mmap threshold (32 MB): served by mmap unless the switch is on
@@ -54,7 +66,25 @@ def _switch_on(monkeypatch):
     assert cpu_memory._depth == 0
 
 
-def test_large_blocks_come_from_the_heap_inside_and_from_mmap_again_after():
+def _in_a_fresh_process(body: str) -> None:
+    """Run `body` (a function of this module) in a new Python process. Where a block comes from depends
+    on the calling thread's arena, and glibc moves a thread to another arena for good after one failed
+    allocation (the hostile-file tests provoke some): a long test process cannot promise the main heap."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NADA_REUSE_CPU_MEMORY", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+    }
+    code = f"import tests.test_cpu_memory as m; m.{body}()"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    if "SKIP:" in out.stdout:
+        pytest.skip(out.stdout.split("SKIP:", 1)[1].strip())
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _heap_inside_and_mmap_after() -> None:
+    if _mallinfo() is None:
+        print("SKIP: needs glibc >= 2.33 (mallinfo2)")
+        return
     assert _mmapped_bytes_of_a_big_tensor() >= BIG  # glibc's default: its own mapping
     with reuse_freed_memory("cpu") as on:
         assert on
@@ -63,8 +93,11 @@ def test_large_blocks_come_from_the_heap_inside_and_from_mmap_again_after():
     assert _mmapped_bytes_of_a_big_tensor() >= BIG  # restored
 
 
-def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves(monkeypatch):
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")  # what lets a second thread use the switch
+def _nested_and_concurrent() -> None:
+    if _mallinfo() is None:
+        print("SKIP: needs glibc >= 2.33 (mallinfo2)")
+        return
+    os.environ["MALLOC_ARENA_MAX"] = "1"  # what lets a second thread use the switch
     entered, leave = threading.Event(), threading.Event()
 
     def other_run():
@@ -86,6 +119,14 @@ def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves(mo
         t.join()
     assert cpu_memory._depth == 0
     assert _mmapped_bytes_of_a_big_tensor() >= BIG
+
+
+def test_large_blocks_come_from_the_heap_inside_and_from_mmap_again_after():
+    _in_a_fresh_process("_heap_inside_and_mmap_after")
+
+
+def test_nested_and_concurrent_uses_keep_the_switch_until_the_last_one_leaves():
+    _in_a_fresh_process("_nested_and_concurrent")
 
 
 def test_off_in_a_thread_of_its_own_unless_glibc_has_one_arena(monkeypatch):

@@ -115,9 +115,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help=help_text, description=help_text)
     p.add_argument("--source", default="blue", help='source text (default "blue")')
     p.add_argument("--target", default="red", help='target text (default "red")')
-    add_config_options(
-        p, AdaptConfig, only=("steps", "lr", "batch", "seed", "layers"), defaults=DEMO_SETTINGS
-    )
+    add_config_options(p, AdaptConfig, only=("steps", "lr", "batch", "seed", "layers"), defaults=DEMO_SETTINGS)
     p.add_argument("--seeds", default="0-7", help="seeds of the before/after grid (default 0-7)")
     p.add_argument("--out", default="nada-demo", help="output folder (default ./nada-demo)")
     p.add_argument("--generator", default=str(DEMO_GENERATOR), help="generator (default: the bundled demo one)")

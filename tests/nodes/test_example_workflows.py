@@ -40,7 +40,9 @@ EXPECTED = {
 REDNESS_RISE = 0.08
 SHAPE_KEPT = 0.5
 PHOTO_PSNR_FLOOR = 28.0  # measured 33.2 dB (100 steps, the 64 px photo area-downsampled to 32 px)
-PHOTO_SHAPE_KEPT = 0.5  # measured 0.64 / 0.66 at 1 / 2 threads (the adaptation itself reshapes a little, see SHAPE_KEPT)
+PHOTO_SHAPE_KEPT = (
+    0.5  # measured 0.64 / 0.66 at 1 / 2 threads (the adaptation itself reshapes a little, see SHAPE_KEPT)
+)
 
 
 def definitions(pack, lenient_files: bool):
