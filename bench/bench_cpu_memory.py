@@ -40,12 +40,12 @@ def _one(where: str, steps: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_adapt import _models
+    from bench_adapt import _models, _rss_mb
 
     from nada.adaptation import AdaptConfig, adapt
 
     G, clip, direction = _models(torch.device("cpu"))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _rss_mb()
     stamps = []
 
     def on_step(_):
@@ -66,7 +66,7 @@ def _one(where: str, steps: int) -> dict:
     return {
         "wall": statistics.median(walls),
         "kernel_share": system / (user + system),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base,
+        "peak_mb": _rss_mb() - base,
     }
 
 

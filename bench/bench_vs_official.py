@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,11 +48,11 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_adapt import _rss_mb  # noqa: E402  (the peak RSS the other benches report)
+
 SIZE, BATCH, SRC, TGT, LR, K, SELECT_BATCH = 256, 2, "photo", "sketch", 0.002, 9, 8
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cpu_s() -> float:
@@ -135,7 +134,7 @@ def _openai_clip_interface(device: str) -> types.ModuleType:
 
     def load(name, device=device, **_):
         torch.manual_seed(1)
-        net = open_clip.create_model(names[name]).eval().to(device if device == "cpu" else device)
+        net = open_clip.create_model(names[name]).eval().to(device)
         size = net.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         pre = T.Compose(

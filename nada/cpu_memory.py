@@ -26,7 +26,6 @@ are not malloc'ed), without glibc (macOS, Windows, musl), and when the environme
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
